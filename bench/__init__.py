@@ -1,0 +1,1 @@
+"""`kubequeue bench`: kubequeue against the KubernetesExecutor on the simulated cluster."""

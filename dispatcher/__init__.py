@@ -1,0 +1,1 @@
+"""Dispatchers: stateless RQ workers that turn TaskSpecs into pods."""

@@ -1,0 +1,1 @@
+"""The Airflow side of kubequeue: the only code that imports Airflow."""

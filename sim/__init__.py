@@ -1,0 +1,1 @@
+"""`kubequeue sim`: a simulated Kubernetes cluster (API server, scheduler, kubelet)."""

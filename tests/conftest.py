@@ -1,0 +1,6 @@
+"""Shared fixtures live in tests/fixtures/, one module per service, registered here."""
+
+pytest_plugins = [
+    "tests.fixtures.redis_server",
+    "tests.fixtures.sim",
+]
