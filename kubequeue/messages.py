@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubequeue.errors import SpecError, truncate
 
-
-
 SPEC_VERSION = 1
 EVENT_VERSION = 1
 M = TypeVar("M", bound=BaseModel)

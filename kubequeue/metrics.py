@@ -12,7 +12,22 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # Start-up latency buckets: 10 ms .. 10 min (a workload token dies at 600 s by default).
 LATENCY_BUCKETS = (
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
 )
 QP = ("queue", "pool")
 

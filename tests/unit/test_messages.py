@@ -57,8 +57,13 @@ def test_spec_rejects_unknown_fields() -> None:
 
 
 def test_event_round_trip() -> None:
-    ev = TaskEvent(type=EventType.FAILED, id="abc", at=1.5, reason=Reason.UNSCHEDULABLE,
-                   message="0/4 nodes are available")
+    ev = TaskEvent(
+        type=EventType.FAILED,
+        id="abc",
+        at=1.5,
+        reason=Reason.UNSCHEDULABLE,
+        message="0/4 nodes are available",
+    )
     assert TaskEvent.parse(ev.to_json()) == ev
     assert ev.terminal
 
