@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import time
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubequeue.errors import SpecError, truncate
 
-SPEC_VERSION = 1
-EVENT_VERSION = 1
+SPEC_VERSION: Final = 1
+EVENT_VERSION: Final = 1
 M = TypeVar("M", bound=BaseModel)
 
 
