@@ -159,3 +159,51 @@ def _parse(model: type[M], raw: str | bytes, what: str, version: int) -> M:
             for err in e.errors()[:5]
         )
         raise SpecError(f"{what} is invalid: {truncate(problems, 400)}") from e
+
+
+class TaskRecord(_Frozen):
+    """The last known state of one queueing, kept in the tasks hash until the executor has
+    handled its terminal event. It is how a restarted executor adopts work and how events
+    lost to stream trimming are recovered."""
+
+    v: Literal[1] = EVENT_VERSION
+    id: str
+    key: TaskKey | None = None
+    queue: str = ""
+    pool: str = ""
+    state: str = "queued"  # "queued" until the first event, then that event's type
+    at: float = 0.0
+    pod: str = ""
+    namespace: str = ""
+    reason: Reason | None = None
+    message: str = ""
+
+    @classmethod
+    def queued(cls, spec: TaskSpec) -> TaskRecord:
+        return cls(id=spec.id, key=spec.key, queue=spec.queue, at=spec.queued_at)
+
+    @classmethod
+    def from_event(cls, event: TaskEvent) -> TaskRecord:
+        return cls(
+            id=event.id,
+            key=event.key,
+            queue=event.queue,
+            pool=event.pool,
+            state=event.type.value,
+            at=event.at,
+            pod=event.pod,
+            namespace=event.namespace,
+            reason=event.reason,
+            message=event.message,
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+    @classmethod
+    def parse(cls, raw: str | bytes) -> TaskRecord:
+        return _parse(cls, raw, "TaskRecord", EVENT_VERSION)
