@@ -95,11 +95,11 @@ class Client:
                 continue
             ready.append(spec)
             records.append(TaskRecord.queued(spec).model_copy(update={"pool": pool.name}))
-        pipe = self.redis.pipeline(transaction=False)
-        tasks.put(pipe, self.keys, records)
-        queues.enqueue(self.redis, self.keys, ready, pipe)
-        stream.publish(self.redis, self.keys, failed, maxlen=self.events_maxlen, pipe=pipe)
         with self._redis(f"submitting {len(specs)} task(s)"):
+            pipe = self.redis.pipeline(transaction=False)
+            tasks.put(pipe, self.keys, records)
+            queues.enqueue(self.redis, self.keys, ready, pipe)
+            stream.publish(self.redis, self.keys, failed, maxlen=self.events_maxlen, pipe=pipe)
             pipe.execute()
         for event in failed:
             log.warning("task %s not queued: %s", event.id, event.message)
