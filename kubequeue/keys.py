@@ -55,9 +55,14 @@ class Keys:
         return f"{self.prefix}:revoked"
 
     def published(self) -> str:
-        """Hash: queueing id -> last event type the watcher published (no doubles after
-        a restart or a relist)."""
+        """Hash: queueing id -> JSON of what the watcher last published for it (its last
+        event type and time; no doubles after a restart or a relist)."""
         return f"{self.prefix}:published"
+
+    def startup(self, queue: str) -> str:
+        """List: the most recent task start-up latencies (seconds, queued → running) of one
+        Airflow queue, newest first, capped; written by the watcher for `kubequeue queues`."""
+        return f"{self.prefix}:startup:{queue}"
 
     def all_shapes(self) -> dict[str, str]:
         """Every key shape, for documentation and the test that lists them."""
@@ -68,4 +73,5 @@ class Keys:
             "in_flight": self.in_flight("<pool>"),
             "revoked": self.revoked(),
             "published": self.published(),
+            "startup": self.startup("<queue>"),
         }
