@@ -82,3 +82,8 @@ class KubeInvalidError(KubeApiError):
 
 class KubeForbiddenError(KubeApiError):
     """401/403: the credentials may not do this."""
+
+
+class PodBuildError(KubeQueueError):
+    """A task's pod could not be built: its override or template cannot be merged, or it
+    asks for something kubequeue must control (the pod's namespace)."""
