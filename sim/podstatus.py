@@ -109,8 +109,12 @@ def validate_next(nxt: Mapping[str, Any]) -> None:
 
 # -- applying -----------------------------------------------------------------------------
 def _value(value: Any, pod: Mapping[str, Any], as_int: bool = False) -> Any:
+    """A `next` value: as written, {annotation, default} read from the pod, or {literal}
+    (text the kubelet made up, e.g. process output, used as is)."""
     if not isinstance(value, dict):
         return value
+    if "literal" in value:
+        return value["literal"]
     raw = (pod["metadata"].get("annotations") or {}).get(value["annotation"])
     if raw is None:
         return value.get("default")
