@@ -52,6 +52,7 @@ class Change:
     type: ChangeType
     resource: str
     obj: dict
+    prev: dict | None = None  # the object before the change (None for ADDED)
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Store:
         # Watches may resume from any RV >= this one; older ones get 410 Gone.
         self.oldest_resumable = 0
         self._listeners: list[Listener] = []
+        # The change being announced; listeners that need the previous object read it here.
+        self.last_change: Change | None = None
         self._logs: dict[tuple[str, str], dict[str, _Log]] = {}  # (namespace, pod) -> container
         self._random = random.Random()
 
@@ -117,7 +120,7 @@ class Store:
         meta["resourceVersion"] = str(self.resource_version)
         meta["creationTimestamp"] = now_rfc3339()
         by_name[name] = obj
-        self._emit("ADDED", resource, obj)
+        self._emit("ADDED", resource, obj, None)
         return obj
 
     def update(self, resource: str, obj: dict) -> dict:
@@ -145,7 +148,7 @@ class Store:
         self.resource_version += 1
         meta["resourceVersion"] = str(self.resource_version)
         by_name[name] = new
-        self._emit("MODIFIED", resource, new)
+        self._emit("MODIFIED", resource, new, old)
         return new
 
     def remove(self, resource: str, namespace: str | None, name: str) -> dict | None:
@@ -159,7 +162,7 @@ class Store:
         gone["metadata"] = {**old["metadata"], "resourceVersion": str(self.resource_version)}
         if resource == "pods":
             self._drop_logs(namespace or "", name)
-        self._emit("DELETED", resource, gone)
+        self._emit("DELETED", resource, gone, old)
         return gone
 
     # -- watching --------------------------------------------------------------------------
@@ -183,8 +186,10 @@ class Store:
         start = bisect.bisect_right(self._history_rvs, rv)
         return self._history[start:]
 
-    def _emit(self, kind: ChangeType, resource: str, obj: dict) -> None:
-        self._history.append(Change(self.resource_version, kind, resource, obj))
+    def _emit(self, kind: ChangeType, resource: str, obj: dict, prev: dict | None) -> None:
+        change = Change(self.resource_version, kind, resource, obj, prev)
+        self.last_change = change
+        self._history.append(change)
         self._history_rvs.append(self.resource_version)
         if len(self._history) >= 2 * self.watch_window:
             self._trim()
