@@ -114,8 +114,11 @@ def _state(cs: dict[str, Any], which: str) -> dict[str, Any] | None:
 def _has_started(cs: dict[str, Any]) -> bool:
     if _state(cs, "running") is not None:
         return True
+    # A container that never ran (deleted while waiting, failed to start) has no startedAt.
     term = _state(cs, "terminated")
-    return term is not None and term.get("reason") not in NEVER_STARTED
+    return (
+        term is not None and bool(term.get("startedAt")) and term.get("reason") not in NEVER_STARTED
+    )
 
 
 def _terminations(pod: Pod) -> Iterator[tuple[str, dict[str, Any]]]:

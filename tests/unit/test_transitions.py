@@ -141,6 +141,16 @@ def test_phase_running_with_a_container_not_started_is_not_running_yet() -> None
     assert types(tr.steps(pod, E.SCHEDULED)) == []
 
 
+def test_a_container_that_never_ran_is_not_started() -> None:
+    pod = make_pod("scheduled", phase="Failed")
+    pod["metadata"]["deletionTimestamp"] = T5
+    pod["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown"}
+    }
+    assert types(tr.steps(pod, E.SCHEDULED)) == [E.FAILED]
+    assert tr.outcome(pod) == tr.steps(pod, E.SCHEDULED)[0]
+
+
 def test_exit_code_failure_names_the_container_and_code() -> None:
     (end,) = tr.steps(make_pod("failed"), E.RUNNING)
     assert (end.type, end.reason, end.exit_code) == (E.FAILED, Reason.EXIT_CODE, 1)
