@@ -101,3 +101,12 @@ def make_client(settings: ExecutorSettings) -> Client:
     from kubequeue.client import Client
 
     return Client.from_settings(settings.redis_url, settings.redis_prefix, settings.pools_file)
+
+
+def redact(url: str) -> str:
+    """A Redis URL without its password, for log lines."""
+    head, sep, tail = url.rpartition("@")
+    if not sep:
+        return url
+    scheme, _, _ = head.partition("://")
+    return f"{scheme}://***@{tail}"
