@@ -22,6 +22,7 @@ from kubequeue.sim.watch import WatchHub
 from kubequeue.sim.wire import Target, error_response, json_response, parse_path
 
 log = logging.getLogger(__name__)
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 _HEALTH = frozenset({"/healthz", "/livez", "/readyz"})
 
 
@@ -75,6 +76,10 @@ class Api:
         path = request.path
         if path in _HEALTH:
             return web.Response(text="ok")
+        if path == "/openapi/v2":
+            # An empty OpenAPI document (valid protobuf): kubectl's client-side validation
+            # finds no schema and skips, as it does for types a server does not describe.
+            return web.Response(body=b"", content_type=OPENAPI_V2_PROTOBUF)
         static = self._discovery(path)
         if static is not None:
             if request.method != "GET":
