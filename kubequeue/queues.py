@@ -161,16 +161,18 @@ class Claimed:
 
 
 # KEYS: revoked zset, then per queue: queue list, wip zset, in-flight zset.
-# ARGV: job key prefix, lease, in-flight lease, execution, started_at, then per queue:
-#       count, limit (-1 = no cap).
+# ARGV: job key prefix, lease, in-flight lease, execution, started_at, total, then per
+#       queue: count, limit (-1 = no cap).
 _CLAIM = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local lease, slot_lease = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
+local total = tonumber(ARGV[6])
 for i = 0, (#KEYS - 1) / 3 - 1 do
   local qkey, wip, inflight = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
-  local want, limit = tonumber(ARGV[6 + 2 * i]), tonumber(ARGV[7 + 2 * i])
+  local want, limit = tonumber(ARGV[7 + 2 * i]), tonumber(ARGV[8 + 2 * i])
+  if total < want then want = total end
   redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
   if limit >= 0 then
     local free = limit - redis.call('ZCARD', inflight)
@@ -197,6 +199,7 @@ for i = 0, (#KEYS - 1) / 3 - 1 do
       out[#out + 1] = redis.call('HGET', jkey, 'data') or ''
       out[#out + 1] = revoked
       want = want - 1
+      total = total - 1
     end
   end
 end
@@ -209,12 +212,14 @@ def claim(
     keys: Keys,
     wants: Sequence[Want],
     *,
+    total: int | None = None,
     execution: str,
     lease: float,
     slot_lease: float,
 ) -> list[Claimed]:
-    """Atomically take up to `want.count` jobs of each queue (fewer when its pool is at its
-    in-flight limit); each taken job holds a lease and, unless revoked, a pool slot."""
+    """Atomically take up to `want.count` jobs of each queue, in order, `total` at most
+    (fewer when a pool is at its in-flight limit); each taken job holds a lease and, unless
+    revoked, a pool slot."""
     wants = [w for w in wants if w.count > 0]
     if not wants:
         return []
@@ -222,7 +227,7 @@ def claim(
         raise ValueError("execution name must not contain ':'")
     script_keys: list[Any] = [keys.revoked()]
     args: list[Any] = [Job.redis_job_namespace_prefix, lease, slot_lease, execution]
-    args.append(utcformat(now()))
+    args += [utcformat(now()), sum(w.count for w in wants) if total is None else total]
     for w in wants:
         script_keys += [queue_key(keys, w.queue), started_key(keys, w.queue)]
         script_keys.append(keys.in_flight(w.pool))

@@ -1,0 +1,283 @@
+"""The dispatcher's loops: claim jobs, hand them to a thread pool, keep their leases alive,
+do the Redis bookkeeping each result asks for, and give abandoned jobs back.
+
+Threads:
+- the claim loop (the caller's thread): claims up to `concurrency - held` jobs at a time
+  with one atomic Lua call (kubequeue.queues.claim), rotating the queue order so no queue
+  starves; polls with a short backoff (1 ms .. `idle_max`) while the queues are empty;
+- `concurrency` workers: build and create pods (dispatcher/handle.py), then ack/publish;
+- maintenance: extends the leases of held jobs every lease/3, requeues other replicas'
+  abandoned jobs (`queues.reap`), trims the revoked set and updates the queue gauges.
+Redis lost mid-run: every loop logs once, backs off (up to 5 s) and carries on when Redis is
+back; nothing held is dropped (a job whose lease ran out meanwhile is requeued by `reap`, and
+its second create is a harmless 409).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from kubequeue import inflight, metrics, queues, stream
+from kubequeue.dispatcher.handle import Handler, Outcome, Result
+from kubequeue.keys import Keys
+from kubequeue.pools import PoolsConfig
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+IDLE_MIN = 0.001
+REVOKED_KEEP = 24 * 3600.0  # seconds a revoked id is remembered
+
+
+@dataclass(frozen=True)
+class Options:
+    queues: tuple[str, ...]  # Airflow queues this replica serves
+    name: str  # this replica, e.g. <pod name>; no ':'
+    concurrency: int = 16  # pod creates in flight in this replica
+    lease: float = 30.0  # seconds a claimed job stays ours without a heartbeat
+    slot_lease: float = inflight.DEFAULT_LEASE
+    reap_every: float = 5.0
+    idle_max: float = 0.02  # longest poll interval when the queues are empty
+    cooldown: float = 2.0  # seconds a pool whose API is unreachable is not claimed for
+    events_maxlen: int = stream.DEFAULT_MAXLEN
+
+
+class Backoff:
+    """Logs the first failure of an outage and its end; sleeps 0.1 s doubling to 5 s."""
+
+    def __init__(self, what: str, stop: threading.Event) -> None:
+        self.what, self.stop = what, stop
+        self.since: float | None = None
+        self.delay = 0.1
+
+    def failed(self, e: Exception) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.error("%s: Redis unreachable (%s); retrying with backoff", self.what, e)
+        self.stop.wait(self.delay)
+        self.delay = min(self.delay * 2, 5.0)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            log.warning("%s: Redis is back after %.1fs", self.what, time.monotonic() - self.since)
+        self.since, self.delay = None, 0.1
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        pools: PoolsConfig,
+        handler: Handler,
+        options: Options,
+    ) -> None:
+        self.redis, self.keys, self.pools, self.options = client, keys, pools, options
+        self.handler = handler
+        handler.stopping = self.stopping
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._held: dict[str, queues.Claimed] = {}
+        self._cool_until: dict[str, float] = {}
+        self._claim_backoff = Backoff("claim loop", self._stop)
+        self.last_tick = time.monotonic()
+
+    # --- control -------------------------------------------------------------------------
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        """Stop claiming; jobs being created finish; jobs waiting on retries are requeued."""
+        if not self._stop.is_set():
+            log.info("stopping: no new work; finishing %d job(s) in flight", len(self._held))
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def redis_ok(self) -> bool:
+        return not self._claim_backoff.down
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def run(self) -> None:
+        """Until request_stop: claim and dispatch. Returns when every held job is done."""
+        maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
+        maintenance.start()
+        workers = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="create")
+        try:
+            self._claim_loop(workers)
+        finally:
+            workers.shutdown(wait=True)
+            maintenance.join(timeout=self.options.lease)
+            log.info("dispatcher %s stopped", self.options.name)
+
+    # --- claiming ------------------------------------------------------------------------
+
+    def _claim_loop(self, workers: ThreadPoolExecutor) -> None:
+        order = list(self.options.queues)
+        idle = IDLE_MIN
+        while not self._stop.is_set():
+            self.last_tick = time.monotonic()
+            free = self.options.concurrency - len(self._held)
+            if free <= 0:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                claimed = self._claim(order, free)
+            except REDIS_ERRORS as e:
+                self._claim_backoff.failed(e)
+                continue
+            self._claim_backoff.ok()
+            now = time.time()
+            with self._lock:
+                self._held.update((job.entry, job) for job in claimed)
+            for job in claimed:
+                workers.submit(self._work, job, now)
+            order.append(order.pop(0))
+            if claimed:
+                idle = IDLE_MIN
+            else:
+                self._stop.wait(idle)
+                idle = min(idle * 2, self.options.idle_max)
+
+    def _claim(self, order: list[str], free: int) -> list[queues.Claimed]:
+        now = time.monotonic()
+        wants = []
+        for queue in order:
+            pool = self.pools.pools[self.pools.queues[queue]]
+            if self._cool_until.get(pool.name, 0.0) > now:
+                continue
+            wants.append(queues.Want(queue, pool.name, free, pool.max_in_flight))
+        return queues.claim(
+            self.redis,
+            self.keys,
+            wants,
+            total=free,
+            execution=self.options.name,
+            lease=self.options.lease,
+            slot_lease=self.options.slot_lease,
+        )
+
+    # --- one job -------------------------------------------------------------------------
+
+    def _work(self, job: queues.Claimed, dispatched_at: float) -> None:
+        try:
+            result = self.handler.handle(job, dispatched_at)
+        except Exception:  # a bug must not lose the job or kill the worker thread
+            log.exception("dispatching %s failed unexpectedly; requeueing it", job.job_id)
+            pool = self.pools.queues.get(job.queue, "")
+            result = Result(Outcome.RETRY, job.queue, pool)
+        try:
+            self._finish(job, result)
+        finally:
+            with self._lock:
+                self._held.pop(job.entry, None)
+            self._wake.set()
+
+    def _finish(self, job: queues.Claimed, result: Result) -> None:
+        """Record the result in Redis, retrying while Redis is away. When stopping gives up
+        after one lease: the job's lease then runs out and another replica requeues it."""
+        backoff = Backoff(f"finishing {job.job_id}", threading.Event())
+        deadline = time.monotonic() + self.options.lease
+        slot_pool = self.pools.queues.get(job.queue, "")
+        while True:
+            try:
+                self._record(job, result, slot_pool)
+                break
+            except REDIS_ERRORS as e:
+                if self._stop.is_set() and time.monotonic() > deadline:
+                    log.error("giving up on recording %s: %s (its lease will lapse)", job.job_id, e)
+                    return
+                backoff.failed(e)
+        backoff.ok()
+        metrics.DISPATCHES.labels(result.queue, result.pool, result.outcome.value).inc()
+        event = result.event
+        if event is not None:
+            labels = (event.queue, event.pool)
+            metrics.TASKS_FINISHED.labels(*labels, "failed").inc()
+            metrics.TASK_FAILURES.labels(*labels, str(event.reason)).inc()
+            log.warning("task %s failed (%s): %s", event.id, event.reason, event.message)
+
+    def _record(self, job: queues.Claimed, result: Result, slot_pool: str) -> None:
+        if result.outcome is Outcome.RETRY:
+            # Slot first: if we die between the two, the lease lapses and `reap` requeues.
+            inflight.release(self.redis, self.keys, slot_pool, [job.job_id])
+            queues.requeue(self.redis, self.keys, job)
+            if result.unreachable:
+                self._cool_until[result.pool] = time.monotonic() + self.options.cooldown
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        queues.ack(pipe, self.keys, job)
+        if not result.keeps_slot:
+            inflight.release(pipe, self.keys, slot_pool, [job.job_id])
+        if result.event is not None:
+            stream.publish(
+                self.redis, self.keys, [result.event], maxlen=self.options.events_maxlen, pipe=pipe
+            )
+        pipe.execute()
+
+    # --- maintenance ---------------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        backoff = Backoff("maintenance", threading.Event())
+        every = {"extend": self.options.lease / 3, "reap": self.options.reap_every, "gauges": 2.0}
+        last = dict.fromkeys(every, 0.0)
+        while not (self._stop.is_set() and not self._held):
+            now = time.monotonic()
+            try:
+                for task, period in every.items():
+                    if now - last[task] >= period:
+                        getattr(self, f"_{task}")()
+                        last[task] = now
+                backoff.ok()
+            except REDIS_ERRORS as e:
+                backoff.failed(e)
+            time.sleep(0.2)
+
+    def _extend(self) -> None:
+        with self._lock:
+            jobs = list(self._held.values())
+        held: dict[str, list[str]] = defaultdict(list)
+        for job in jobs:
+            held[job.queue].append(job.entry)
+        queues.extend(self.redis, self.keys, held, self.options.lease)
+
+    def _reap(self) -> None:
+        if self._stop.is_set():
+            return
+        requeued = queues.reap(self.redis, self.keys, self.options.queues)
+        if requeued:
+            log.warning(
+                "requeued %d job(s) abandoned by a dispatcher that stopped renewing its leases: %s",
+                len(requeued),
+                ", ".join(requeued[:10]),
+            )
+        self.redis.zremrangebyscore(self.keys.revoked(), "-inf", time.time() - REVOKED_KEEP)
+
+    def _gauges(self) -> None:
+        now = time.time()
+        pipe: Any = self.redis.pipeline(transaction=False)
+        for queue in self.options.queues:
+            pipe.llen(queues.queue_key(self.keys, queue))
+        depths = pipe.execute()
+        for queue, n in zip(self.options.queues, depths, strict=True):
+            metrics.QUEUE_DEPTH.labels(queue).set(n)
+            oldest = queues.oldest_queued_at(self.redis, self.keys, queue) if n else None
+            metrics.OLDEST_QUEUED_AGE.labels(queue).set(max(now - oldest, 0.0) if oldest else 0.0)
