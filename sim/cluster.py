@@ -79,13 +79,21 @@ class NodePool:
         validate_pool(self)
 
 
-def _fail(spec: str, why: str) -> ConfigError:
-    return ConfigError(f"node pool {spec!r}: {why}")
+class PoolError(ConfigError):
+    """A node pool is invalid; `why` says what, the message also names the pool."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"node pool {where!r}: {why}")
+        self.why = why
 
 
-def validate_pool(pool: NodePool, spec: str | None = None) -> None:
-    """Raise ConfigError naming the pool and what is wrong with it."""
-    where = spec or pool.name
+def _fail(spec: str, why: str) -> PoolError:
+    return PoolError(spec, why)
+
+
+def validate_pool(pool: NodePool) -> None:
+    """Raise PoolError naming the pool and what is wrong with it."""
+    where = pool.name
     if not _DNS_LABEL.match(pool.name) or len(pool.name) > 50:
         raise _fail(where, f"name {pool.name!r} must be a DNS label (a-z, 0-9, '-'), <= 50 chars")
     if pool.count < 0 or pool.max_pods < 1:
@@ -154,8 +162,10 @@ def parse_pool(spec: str) -> NodePool:
             known = "cpu, mem, pods, taint, label, res, kubelet, profile"
             raise _fail(spec, f"unknown option {key!r} (options: {known})")
         i += 1
-    pool = NodePool(**fields, taints=tuple(taints), labels=labels, resources=extra)
-    return pool
+    try:
+        return NodePool(**fields, taints=tuple(taints), labels=labels, resources=extra)
+    except PoolError as e:
+        raise _fail(spec, e.why) from None
 
 
 # -- node objects -------------------------------------------------------------------------
