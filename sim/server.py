@@ -159,9 +159,11 @@ async def boot(config: SimConfig) -> Running:
     if cluster is not None:
         cluster.install()
         tasks.append(asyncio.create_task(cluster.run(), name="sim-cluster"))
-    runner = web.AppRunner(api.app(), access_log=None, handler_cancellation=True)
+    runner = web.AppRunner(
+        api.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+    )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=4096, shutdown_timeout=1.0)
+    site = web.TCPSite(runner, config.host, config.port, backlog=4096)
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []
