@@ -5,12 +5,14 @@ file) actually meet."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
+import click
 import pytest
 
-from kubequeue import pools, settings
+from kubequeue import kube, pools, settings
 from tests.deploy.manifests import (
     HOME_TARGETS,
     Obj,
@@ -78,11 +80,36 @@ def test_component_contract(target: str, component: str) -> None:
     assert "memory" in c["resources"]["limits"]
 
 
+def _command(component: str) -> click.Command:
+    module = importlib.import_module(f"kubequeue.{component}.cli")
+    command: click.Command = getattr(module, component)
+    return command
+
+
+def _option(command: click.Command, flag: str) -> click.Parameter:
+    (param,) = [p for p in command.params if flag in p.opts]
+    return param
+
+
+@pytest.mark.parametrize("target", HOME_TARGETS)
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_args_are_options_of_the_command(target: str, component: str) -> None:
+    command = _command(component)
+    for arg in container(_deployment(target, component))["args"][1:]:
+        if arg.startswith("--"):
+            assert _option(command, arg), f"kubequeue {component} has no option {arg}"
+
+
 @pytest.mark.parametrize("target", HOME_TARGETS)
 def test_dispatcher_outlives_its_longest_create(target: str) -> None:
-    dep = _deployment(target, "dispatcher")
-    # kube.retrying's backoffs (0.1 .. 8 s, 8 attempts) plus request timeouts: ~45 s.
-    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
+    spec = _deployment(target, "dispatcher")["spec"]["template"]["spec"]
+    args = container(_deployment(target, "dispatcher"))["args"]
+    lease = _option(_command("dispatcher"), "--lease").default
+    if "--lease" in args:
+        lease = float(args[args.index("--lease") + 1])
+    # After SIGTERM: one create request (read timeout), then recording it (up to --lease).
+    assert isinstance(lease, float)
+    assert spec["terminationGracePeriodSeconds"] > kube.REQUEST_TIMEOUT[1] + lease
 
 
 @pytest.mark.parametrize("target", HOME_TARGETS)
