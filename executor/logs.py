@@ -1,13 +1,17 @@
-"""Task logs: notes the executor adds to a try's log, and a running pod's log for the UI.
+"""Task logs: what the UI shows for a try, during and after the run.
 
-Airflow's log reader shows, for a finished or queued try, the file
-`<[logging] base_log_folder>/<log path>` (or remote logs), and asks the executor's
-`get_task_log` only while the try is RUNNING. A pod that never ran its task therefore has
-no log at all unless someone writes one: the executor appends its reason (Unschedulable,
-ImagePullBackOff, an invalid pod_override, ...) to that file, as a structured line the UI
-renders like the task's own. It reaches the UI wherever the scheduler and the API server
-share the log folder (the usual volume, or one machine as in the demo); the same line is
-always in the scheduler's log and in the task's audit log.
+- During the run, Airflow asks the executor (`get_task_log`, only while the try is
+  RUNNING): kubequeue answers with a status line from the tasks hash and the tail of the
+  pod's log, read through the pool's kube context, as the KubernetesExecutor does.
+- After the run, Airflow reads `<[logging] base_log_folder>/<log path>` or remote logging,
+  which the task pods must write to, exactly as with the KubernetesExecutor (remote logging,
+  or a log volume shared with the API server). The demo runs task processes on the same
+  machine, so its pods simply write into the shared AIRFLOW_HOME/logs.
+- A try that never ran its task (Unschedulable, ImagePullBackOff, invalid override, unknown
+  queue, ...) has no log of its own and is never RUNNING: the executor appends the reason to
+  that same file, as a structured line the UI renders like the task's own. It reaches the
+  UI wherever the scheduler and the API server share the log folder; the same line is always
+  in the scheduler's log and in the task's audit log.
 """
 
 from __future__ import annotations
@@ -17,7 +21,17 @@ import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from kubequeue import kube, tasks
+from kubequeue.errors import KubeQueueError, truncate
+from kubequeue.executor.config import ExecutorSettings, make_client
+from kubequeue.messages import EventType, TaskRecord
+
+if TYPE_CHECKING:
+    from kubequeue.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +67,82 @@ def write_note(base_log_folder: str, log_path: str | None, message: str) -> Path
     return path
 
 
-def read_task_log(settings: Any, ti: Any, try_number: int) -> tuple[list[str], list[str]]:
-    """Filled in with get_task_log; until then the UI shows the shared log folder only."""
-    return [], []
+def read_task_log(
+    settings: ExecutorSettings, ti: Any, try_number: int
+) -> tuple[list[str], list[str]]:
+    """What `get_task_log` returns for a RUNNING try: (messages, [log text]).
+
+    Where the try is comes from the tasks hash (Redis), never from a pod list: its pod,
+    namespace and pool. The log itself is read through the pool's kube context, the last
+    `running_pod_log_lines` lines of the `base` container. Never raises: the UI shows the
+    messages instead. Always returns at least one message, which also tells Airflow not to
+    try the worker's log server (a pod's hostname is not reachable from the API server)."""
+    qid = str(getattr(ti, "external_executor_id", "") or "")
+    if not qid:
+        return ["kubequeue: this try has no queueing id yet"], []
+    if try_number != ti.try_number:
+        return [f"kubequeue: pods of earlier tries are gone (try {try_number})"], []
+    try:
+        client = make_client(settings)
+    except KubeQueueError as e:
+        return [f"kubequeue: {truncate(str(e), 300)}"], []
+    try:
+        record = tasks.get(client.redis, client.keys, [qid]).get(qid)
+    except (KubeQueueError, redis.RedisError, OSError) as e:
+        client.close()
+        return [f"kubequeue: cannot read the task's record: {truncate(str(e), 300)}"], []
+    try:
+        if record is None:
+            return [f"kubequeue: no record of {qid} (finished and forgotten, or lost)"], []
+        messages = [status_line(record)]
+        if not record.pod or record.state in _NO_LOG_YET:
+            return messages, []
+        text = _pod_log(settings, client, record)
+        messages.append(
+            f"kubequeue: last {settings.running_pod_log_lines} lines of the log of "
+            f"pod {record.namespace}/{record.pod}"
+        )
+        return messages, [text]
+    except Exception as e:  # the UI must get an answer, whatever the cluster says
+        return [
+            status_line(record) if record else "",
+            f"kubequeue: cannot read the pod's log: {truncate(str(e), 300)}",
+        ], []
+    finally:
+        client.close()
+
+
+_NO_LOG_YET = frozenset(
+    {"queued", EventType.DISPATCHED.value, EventType.POD_CREATED.value, EventType.SCHEDULED.value}
+)
+
+
+def status_line(record: TaskRecord) -> str:
+    """Where the try stands, e.g. `kubequeue: pod ns/p on pool gpu: scheduled` or, for a
+    pod that cannot start, `...: failed: ImagePullBackOff: Back-off pulling image x`."""
+    where = f"pod {record.namespace}/{record.pod}" if record.pod else f"queue {record.queue!r}"
+    pool = f" on pool {record.pool}" if record.pool else ""
+    why = f": {record.reason.value}" if record.reason else ""
+    message = f": {truncate(record.message, 300)}" if record.message else ""
+    return f"kubequeue: {where}{pool}: {record.state}{why}{message}"
+
+
+def _pod_log(settings: ExecutorSettings, client: Client, record: TaskRecord) -> str:
+    from kubernetes.client import CoreV1Api
+
+    pool = client.pools.pools.get(record.pool)
+    context = pool.context if pool is not None else None
+    api = kube.api_client(settings.kubeconfig or None, context, pool_size=1)
+    try:
+        raw = CoreV1Api(api).read_namespaced_pod_log(
+            record.pod,
+            record.namespace,
+            container="base",
+            tail_lines=settings.running_pod_log_lines,
+            _request_timeout=kube.REQUEST_TIMEOUT,
+        )
+    except Exception as e:
+        raise kube.api_error(e) from e
+    finally:
+        api.close()
+    return str(raw)
