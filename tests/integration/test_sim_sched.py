@@ -1,0 +1,136 @@
+"""Scheduling behind the real API server: taints, node selectors, capacity that frees up,
+and nodes going NotReady, seen through the official client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.integration.test_sim_kubelet import NS, Make, events_of, make, phase, pod, wait_for
+
+pytestmark = pytest.mark.integration
+__all__ = ["make"]  # the fixture, shared with the kubelet tests
+
+
+def scheduled(api: client.CoreV1Api, name: str) -> dict[str, Any]:
+    found = api.read_namespaced_pod(name, NS)
+    cond = next((c for c in found.status.conditions or () if c.type == "PodScheduled"), None)
+    if cond is None:
+        return {}
+    return {"status": cond.status, "reason": cond.reason, "message": cond.message}
+
+
+def unschedulable(api: client.CoreV1Api, name: str) -> Any:
+    return lambda: scheduled(api, name).get("reason") == "Unschedulable" and scheduled(api, name)
+
+
+def test_taint_without_toleration_stays_pending(make: Make) -> None:
+    _, api = make("gpu=2:taint=gpu=true:NoSchedule", "default=2:cpu=1")
+    api.create_namespaced_pod(NS, pod("needs-cpu", container=_requests(cpu="2")))
+    cond = wait_for(unschedulable(api, "needs-cpu"), what="Unschedulable")
+    assert cond["status"] == "False"
+    assert cond["message"].startswith(
+        "0/4 nodes are available: 2 Insufficient cpu, 2 node(s) had untolerated taint {gpu: true}."
+    )
+    assert ("FailedScheduling", cond["message"]) in events_of(api, "needs-cpu")
+    assert api.read_namespaced_pod("needs-cpu", NS).status.phase == "Pending"
+    tolerant = pod(
+        "tolerant",
+        container=_requests(cpu="2"),
+        tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    )
+    api.create_namespaced_pod(NS, tolerant)
+    bound = wait_for(lambda: api.read_namespaced_pod("tolerant", NS).spec.node_name, what="bind")
+    assert bound.startswith("gpu-")
+
+
+def _requests(**amounts: str) -> dict:
+    return {"resources": {"requests": amounts}}
+
+
+def test_node_selector_sends_the_pod_to_its_pool(make: Make) -> None:
+    _, api = make("default=3", "big=1:cpu=64:mem=256Gi")
+    for i in range(3):
+        api.create_namespaced_pod(NS, pod(f"big-{i}", nodeSelector={"kubequeue.io/pool": "big"}))
+    for i in range(3):
+        done = wait_for(phase(api, f"big-{i}", "Succeeded"), what=f"big-{i} to succeed")
+        assert done.spec.node_name == "big-0"
+    nodes = api.list_node(label_selector="kubequeue.io/pool=big").items
+    assert [n.metadata.name for n in nodes] == ["big-0"]
+
+
+def test_requests_beyond_capacity_wait_then_schedule_when_a_pod_finishes(make: Make) -> None:
+    _, api = make("small=1:cpu=1:mem=1Gi:profile=fast")
+    first = pod(
+        "first", container=_requests(cpu="800m"), annotations={"kubequeue.io/sim-duration": "1s"}
+    )
+    api.create_namespaced_pod(NS, first)
+    wait_for(phase(api, "first", "Running"), what="first to run")
+    api.create_namespaced_pod(NS, pod("second", container=_requests(cpu="500m")))
+    cond = wait_for(unschedulable(api, "second"), what="second to wait")
+    assert "1 Insufficient cpu" in cond["message"]
+    done = wait_for(phase(api, "second", "Succeeded"), what="second to run after first")
+    first_end = api.read_namespaced_pod("first", NS).status.container_statuses[0]
+    second_start = done.status.container_statuses[0].state.terminated.started_at
+    assert first_end.state.terminated.finished_at <= second_start
+    assert scheduled(api, "second")["status"] == "True"
+
+
+def test_node_not_ready_loses_its_pods_and_stops_scheduling(make: Make) -> None:
+    instance, api = make("one=1:profile=fast")
+    # The API adds kube-apiserver's default 300 s toleration; this pod asks for none.
+    at_once: dict[str, Any] = {"key": "node.kubernetes.io/unreachable", "operator": "Exists"}
+    at_once.update(effect="NoExecute", tolerationSeconds=0)
+    running = pod("victim", annotations={"kubequeue.io/sim-duration": "1h"}, tolerations=[at_once])
+    api.create_namespaced_pod(NS, running)
+    wait_for(phase(api, "victim", "Running"), what="victim to run")
+
+    instance.set_node_ready("one-0", False)
+    node = api.read_node("one-0")
+    ready = next(c for c in node.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("Unknown", "NodeStatusUnknown")
+    assert {(t.key, t.effect) for t in node.spec.taints} == {
+        ("node.kubernetes.io/unreachable", "NoSchedule"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+    }
+    lost = wait_for(phase(api, "victim", "Failed"), what="victim to be lost")
+    assert lost.status.reason == "NodeLost"
+    term = lost.status.container_statuses[0].state.terminated
+    assert (term.exit_code, term.reason) == (137, "ContainerStatusUnknown")
+    api.create_namespaced_pod(NS, pod("later"))
+    cond = wait_for(unschedulable(api, "later"), what="later to wait")
+    assert "untolerated taint {node.kubernetes.io/unreachable: }" in cond["message"]
+
+    instance.set_node_ready("one-0", True)
+    assert not api.read_node("one-0").spec.taints
+    wait_for(phase(api, "later", "Succeeded"), what="later to run once the node is back")
+
+
+def test_toleration_seconds_delay_the_loss(make: Make) -> None:
+    instance, api = make("one=1:profile=fast")
+    tolerations = [
+        {
+            "key": "node.kubernetes.io/unreachable",
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": 3600,
+        }
+    ]
+    body = pod("patient", annotations={"kubequeue.io/sim-duration": "1h"}, tolerations=tolerations)
+    api.create_namespaced_pod(NS, body)
+    wait_for(phase(api, "patient", "Running"), what="patient to run")
+    instance.set_node_ready("one-0", False)
+    not_ready = wait_for(
+        lambda: any(
+            c.type == "Ready" and c.status == "False"
+            for c in api.read_namespaced_pod("patient", NS).status.conditions
+        ),
+        what="the pod to lose readiness",
+    )
+    assert not_ready
+    assert api.read_namespaced_pod("patient", NS).status.phase == "Running"
+    instance.set_node_ready("one-0", True)  # back, but its containers died with it
+    lost = wait_for(phase(api, "patient", "Failed"), what="patient to be lost")
+    assert lost.status.reason == "NodeLost"
