@@ -30,7 +30,7 @@ def _lease_namespace(given: str | None) -> str:
         return "default"
 
 
-@click.command()
+@click.command("watcher")
 @settings_mod.options(metrics_port_default=settings_mod.WATCHER_METRICS_PORT)
 @click.option("--lease-namespace", envvar="KUBEQUEUE_LEASE_NAMESPACE", default=None,
               help="namespace of the Lease `kubequeue-watcher` [default: the pod's own "
