@@ -1,0 +1,204 @@
+"""The KubernetesExecutor, driven in-process the way Airflow's scheduler drives it.
+
+This module runs in a fresh process per KE system ("the scheduler process"): Airflow reads its
+configuration when it is imported and the executor reads its own in `__init__`, so every
+setting goes into the environment first. What is pinned, and why:
+
+- `[core] parallelism` is raised above the largest number of tasks in flight: its default,
+  32, caps how many pods KE will ever have running, which is not what is measured here.
+- `[kubernetes_executor] in_cluster=False` with `config_file`/`cluster_context` pointing at
+  the simulator (the default, True, needs a service account).
+- The pod template is the pool's pod (bench/pods.py); the second pool and the long-running
+  ladder tasks are selected per task with `executor_config={"pod_template_file": ...}`,
+  which KE supports natively. No `pod_override` is used, so no deep copies of one.
+- KE default: sequential creation, `worker_pods_creation_batch_size=1`. KE tuned:
+  `async_pod_creation=True` with a raised batch size and `pod_creation_max_concurrency`.
+- `job_id` is not numeric, so KE skips its per-pod `SELECT` on task_instance (no DAG rows
+  exist); that check costs KE 1-4 ms per pod with a real database, so skipping it favours KE.
+- Log level WARNING: KE logs a line per task at INFO, which would cost it time here.
+Workloads are `ExecuteTask` objects with a `TaskInstanceDTO` each, one mapped task per queue
+(map_index = task index), built before a phase starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from kubequeue.bench import driver
+from kubequeue.bench.plan import BUSY_SECONDS, POOL_OF_QUEUE, Phase, Settings, System, assign_queues
+from kubequeue.bench.pods import IMAGE_REPOSITORY, IMAGE_TAG, NAMESPACE, write_templates
+from kubequeue.bench.simproc import Counters, SimInfo
+from kubequeue.errors import KubeQueueError
+
+JOB_ID = "bench-scheduler"  # not numeric: KE skips its per-pod task_instance query
+
+
+def migrate_db(root: Path) -> Path:
+    """An empty, migrated Airflow database (SQLite), made once per benchmark run: KE looks a
+    finished pod's task up in it. Each KE system starts from a copy."""
+    home = root / "airflow-db"
+    home.mkdir(parents=True, exist_ok=True)
+    db = home / "airflow.db"
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{db}",
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0 or not db.exists():
+        raise KubeQueueError(f"airflow db migrate failed: {done.stderr.strip()[-600:]}")
+    return db
+
+
+def airflow_env(system: System, settings: Settings, sim: SimInfo, workdir: Path) -> dict[str, str]:
+    """The Airflow configuration of one KE system, as environment variables."""
+    home = workdir / "airflow"
+    tmp = workdir / "tmp"
+    home.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(exist_ok=True)
+    in_flight = settings.n + max(settings.levels, default=0) + 1000
+    k = "AIRFLOW__KUBERNETES_EXECUTOR__"
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "TMPDIR": str(tmp),
+        "AIRFLOW__CORE__EXECUTOR": "KubernetesExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(in_flight),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "bench-only-secret",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
+        f"{k}IN_CLUSTER": "False",
+        f"{k}CONFIG_FILE": sim.kubeconfig,
+        f"{k}CLUSTER_CONTEXT": sim.context,
+        f"{k}NAMESPACE": NAMESPACE,
+        f"{k}POD_TEMPLATE_FILE": str(workdir / "pod-default-template.yaml"),
+        f"{k}WORKER_CONTAINER_REPOSITORY": IMAGE_REPOSITORY,
+        f"{k}WORKER_CONTAINER_TAG": IMAGE_TAG,
+        f"{k}DELETE_WORKER_PODS": "True",
+        f"{k}WORKER_PODS_CREATION_BATCH_SIZE": str(system.ke_batch),
+        f"{k}ASYNC_POD_CREATION": str(system.ke_async),
+        f"{k}POD_CREATION_MAX_CONCURRENCY": str(system.ke_concurrency),
+    }
+    return env
+
+
+class KESide:
+    """The KubernetesExecutor behind the driver's SchedulerSide protocol."""
+
+    def __init__(
+        self, system: System, settings: Settings, sim: SimInfo, workdir: Path, db: Path
+    ) -> None:
+        seconds = {settings.task_seconds, BUSY_SECONDS} | {p.task_seconds for p in system.phases}
+        self.templates = write_templates(workdir, tuple(sorted(seconds)))
+        default = self.templates[("default", settings.task_seconds)]
+        (workdir / "pod-default-template.yaml").write_text(default.read_text())
+        env = airflow_env(system, settings, sim, workdir)
+        shutil.copy(db, Path(env["AIRFLOW_HOME"]) / "airflow.db")
+        os.environ.update(env)
+        # Imported only now: Airflow reads its configuration at import time.
+        from airflow.providers.cncf.kubernetes.executors.kubernetes_executor import (
+            KubernetesExecutor,
+        )
+
+        self.settings = settings
+        self.executor = KubernetesExecutor()
+        self.executor.job_id = JOB_ID
+        self.executor.start()
+        self.workloads: list[Any] = []
+
+    def prepare(self, phase: Phase) -> None:
+        from airflow.executors.workloads import BundleInfo, ExecuteTask, TaskInstanceDTO
+
+        queues = assign_queues(phase.total, self.settings.mix)
+        version = uuid.uuid4()
+        self.workloads = []
+        for i, queue in enumerate(queues):
+            template = self.templates[(POOL_OF_QUEUE[queue], phase.seconds_of(i))]
+            ti = TaskInstanceDTO(
+                id=uuid.uuid4(),
+                dag_id=phase.dag_id,
+                task_id=f"t_{queue}",
+                run_id="bench",
+                try_number=1,
+                map_index=i,
+                dag_version_id=version,
+                queue=queue,
+                pool_slots=1,
+                priority_weight=1,
+                executor_config={"pod_template_file": str(template)},
+            )
+            self.workloads.append(
+                ExecuteTask(
+                    token="",
+                    ti=ti,
+                    dag_rel_path=Path("bench.py"),
+                    bundle_info=BundleInfo(name="dags-folder"),
+                    log_path=None,
+                )
+            )
+
+    def queue(self, phase: Phase, indices: Sequence[int]) -> None:
+        queue_workload = self.executor.queue_workload
+        for i in indices:
+            queue_workload(self.workloads[i], session=None)
+
+    def heartbeat(self) -> None:
+        self.executor.heartbeat()
+        # The scheduler drains the event buffer right after every heartbeat.
+        self.executor.get_event_buffer()
+
+    def busy(self) -> int:
+        return len(self.executor.running) + len(self.executor.queued_tasks)
+
+    def helper_cpu(self) -> float:
+        return children_cpu()
+
+    def close(self) -> None:
+        self.executor.end()
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's live children (KE's watcher and Manager processes)."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def main(
+    system: System,
+    settings: Settings,
+    sim: SimInfo,
+    workdir: str,
+    counters: Counters,
+    conn: Connection,
+    db: str,
+) -> None:
+    """Process entry point (spawned by the orchestrator)."""
+    driver.log_to_file(Path(workdir) / "driver.log")
+    side = KESide(system, settings, sim, Path(workdir), Path(db))
+    driver.serve(side, system, counters, conn, settings.phase_timeout)
