@@ -295,8 +295,8 @@ def overview() -> g.Dashboard:
             ),
             series(
                 "Watcher leader",
-                targets(("kubequeue_watcher_leader", "{{instance}}")),
-                description="1 on the replica holding the Lease.",
+                targets(('kubequeue_watcher_leader{job=~".*watcher.*"}', "{{instance}}")),
+                description="1 on the watcher replica holding the Lease.",
             ),
         ],
     )

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": ("kubequeue.executor.demo:demo", "Run a real Airflow DAG through the whole pipeline."),
     "bench": ("kubequeue.bench.cli:bench", "Benchmark kubequeue against the KubernetesExecutor."),
+    "report": ("kubequeue.bench.report:report", "Draw the start-up latency panels to a PNG."),
 }
 
 
