@@ -14,6 +14,7 @@ list deserializes in milliseconds, not seconds).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -82,7 +83,9 @@ class WatchLoop:
         self.stopping.set()
         with self._lock:
             if self._response is not None:
-                self._response.shutdown()  # unblocks a read waiting on the socket
+                # Unblocks a read waiting on the socket; OSError: it was closing anyway.
+                with contextlib.suppress(OSError):
+                    self._response.shutdown()
 
     # --- the outer loop ------------------------------------------------------------------
 

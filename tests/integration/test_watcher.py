@@ -22,7 +22,8 @@ import pytest
 from kubequeue import embedded_redis, inflight, kube, metrics, naming, settings, stream
 from kubequeue.keys import Keys
 from kubequeue.messages import EventType, Reason, TaskEvent
-from kubequeue.sim import Sim
+from kubequeue.sim import Sim, SimConfig
+from kubequeue.sim.cluster import NodePool
 from kubequeue.watcher import metrics_server
 from kubequeue.watcher.service import Service
 from kubequeue.watcher.term import Timing
@@ -178,8 +179,15 @@ class Harness:
 
 
 @pytest.fixture
-def harness(sim: Sim, redis_url: str) -> Iterator[Harness]:
-    h = Harness(sim, redis_url, {"default": PoolPolicy("default", NS, startup_timeout=2.0)})
+def fast_sim(sim_factory: Callable[[SimConfig], Sim]) -> Sim:
+    """Four nodes whose kubelet starts containers at once (the `fast` stage profile): the
+    watcher sees the same transitions, without realistic image-pull delays."""
+    return sim_factory(SimConfig(pools=(NodePool("default", 4, profile="fast"),)))
+
+
+@pytest.fixture
+def harness(fast_sim: Sim, redis_url: str) -> Iterator[Harness]:
+    h = Harness(fast_sim, redis_url, {"default": PoolPolicy("default", NS, startup_timeout=2.0)})
     yield h
     h.stop()
 
@@ -195,12 +203,12 @@ def assert_exactly_once(events: dict[str, list[TaskEvent]], ids: list[str]) -> N
 
 def test_every_transition_is_published_once_with_reasons(harness: Harness) -> None:
     harness.start()
-    ok = [harness.create(task_pod()) for _ in range(20)]
-    failing = harness.create(task_pod(exit_code=3))
-    oom = harness.create(task_pod(chaos="oom", duration="10s"))
-    evicted = harness.create(task_pod(chaos="evict", duration="10s"))
-    for qid in [*ok, failing, oom, evicted]:
-        harness.redis.zadd(harness.keys.in_flight("default"), {qid: time.time() + 900})
+    pods = [task_pod() for _ in range(20)]
+    pods += [task_pod(exit_code=3), task_pod(chaos="oom", duration="10s"),
+             task_pod(chaos="evict", duration="10s")]  # fmt: skip
+    for pod in pods:  # each holds a slot, as a dispatcher takes one before it creates the pod
+        harness.redis.zadd(harness.keys.in_flight("default"), {qid_of(pod): time.time() + 900})
+    *ok, failing, oom, evicted = [harness.create(pod) for pod in pods]
     events = harness.wait_terminal([*ok, failing, oom, evicted])
     assert_exactly_once(events, [*ok, failing, oom, evicted])
     for qid in ok:
@@ -341,9 +349,9 @@ def test_metrics_have_one_observation_per_task_per_phase(harness: Harness) -> No
     assert len(latencies) == 13 and all(float(x) >= 0 for x in latencies)
 
 
-def test_redis_lost_mid_run_reconnects_and_loses_nothing(sim: Sim, tmp_path: Path) -> None:
+def test_redis_lost_mid_run_reconnects_and_loses_nothing(fast_sim: Sim, tmp_path: Path) -> None:
     server = embedded_redis.start(workdir=str(tmp_path))
-    h = Harness(sim, server.url, {"default": PoolPolicy("default", NS)})
+    h = Harness(fast_sim, server.url, {"default": PoolPolicy("default", NS)})
     try:
         h.start()
         before = [h.create(task_pod(duration="200ms")) for _ in range(5)]
@@ -362,11 +370,11 @@ def test_redis_lost_mid_run_reconnects_and_loses_nothing(sim: Sim, tmp_path: Pat
         server.stop()
 
 
-def test_two_services_in_one_process_never_publish_twice(sim: Sim, redis_url: str) -> None:
+def test_two_services_in_one_process_never_publish_twice(fast_sim: Sim, redis_url: str) -> None:
     """Both replicas run; only the lease holder publishes (checked by counts)."""
     pools = {"default": PoolPolicy("default", NS)}
-    a = Harness(sim, redis_url, pools, identity="a")
-    b = Harness(sim, redis_url, pools, identity="b")
+    a = Harness(fast_sim, redis_url, pools, identity="a")
+    b = Harness(fast_sim, redis_url, pools, identity="b")
     try:
         a.start()
         b.stop_event = threading.Event()
