@@ -191,37 +191,35 @@ def draw_heatmap(ax: Any, series: list[Series], time_format: str) -> None:
 
 
 def render(url: str, out: Path, span: float, end: float, dashboard: Path, **subs: str) -> int:
-    """Draw the panels to `out`; returns how many panels had data."""
+    """Query every panel, then draw them to `out`; returns how many panels had data."""
+    panels = load_panels(dashboard)
+    window = (end - span, end, max(span / POINTS, 1.0))
+    data = [(panel, fetch(url, panel, window, **subs)) for panel in panels]
+    with_data = sum(1 for _, series in data if series)
+    if not with_data:
+        raise ReportError(
+            f"no kubequeue start-up data at {url} in the {span:.0f} s before "
+            f"{datetime.fromtimestamp(end):%Y-%m-%d %H:%M:%S}: does it scrape the watcher and "
+            "load deploy/monitoring/kubequeue.rules.yaml?"
+        )
+    # matplotlib only now: it is slow to import, and every error above is found without it.
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import dates as mdates
     from matplotlib import pyplot as plt
 
-    panels = load_panels(dashboard)
-    window = (end - span, end, max(span / POINTS, 1.0))
     fig, axes = plt.subplots(2, 2, figsize=(15, 9))
-    with_data = 0
-    for ax, panel in zip(axes.flat, panels, strict=True):
-        series = fetch(url, panel, window, **subs)
+    for ax, (panel, series) in zip(axes.flat, data, strict=True):
         ax.set_title(panel.title, fontsize=10)
         if not series:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-            continue
-        with_data += 1
-        if panel.kind == "heatmap":
+        elif panel.kind == "heatmap":
             draw_heatmap(ax, series, _time_format(span))
         else:
             draw_lines(ax, panel, series)
             ax.xaxis.set_major_formatter(mdates.DateFormatter(_time_format(span)))
         ax.tick_params(axis="x", labelrotation=30)
-    if not with_data:
-        plt.close(fig)
-        raise ReportError(
-            f"no kubequeue start-up data at {url} in the {span:.0f} s before "
-            f"{datetime.fromtimestamp(end):%Y-%m-%d %H:%M:%S}: does it scrape the watcher and "
-            "load deploy/monitoring/kubequeue.rules.yaml?"
-        )
     fig.suptitle(
         f"kubequeue task start-up latency · queue=~{subs['queue']} pool=~{subs['pool']} · "
         f"{datetime.fromtimestamp(end - span):%H:%M}-{datetime.fromtimestamp(end):%H:%M}"
