@@ -239,6 +239,21 @@ def test_a_pod_deleted_while_running_fails_as_deleted(harness: Harness) -> None:
     assert end.reason is Reason.DELETED and "was deleted before the task finished" in end.message
 
 
+def test_a_pod_on_a_node_that_dies_fails_as_node_lost(harness: Harness) -> None:
+    harness.start()
+    pod = task_pod(duration="60s")
+    # The API adds a 300 s toleration of unreachable nodes by default (as DefaultToleration-
+    # Seconds does); this pod tolerates none, so it is lost as soon as its node is.
+    pod["spec"]["tolerations"] = [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                                   "effect": "NoExecute", "tolerationSeconds": 0}]  # fmt: skip
+    qid = harness.create(pod)
+    running = wait_for(lambda: next((e for e in harness.events().get(qid, [])
+                                     if e.type is E.RUNNING), None), 20, "running")  # fmt: skip
+    harness.sim.set_node_ready(running.node, False)
+    end = wait_for(lambda: harness.terminal(qid), 20, "terminal")
+    assert end.reason is Reason.NODE_LOST and f"node {running.node}" in end.message
+
+
 @pytest.mark.parametrize(
     ("pod", "reason", "says"),
     [
@@ -359,6 +374,8 @@ def test_redis_lost_mid_run_reconnects_and_loses_nothing(fast_sim: Sim, tmp_path
         h.redis.save()
         server.stop()  # Redis gone: pods keep moving, the watcher keeps retrying
         during = [h.create(task_pod(duration="200ms")) for _ in range(5)]
+        assert h.service is not None
+        assert (h.service.not_ready() or "").startswith("Redis does not answer")
         time.sleep(2.0)
         server = embedded_redis.start(port=server.port, workdir=str(tmp_path))
         events = h.wait_terminal([*before, *during])
