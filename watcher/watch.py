@@ -83,8 +83,9 @@ class WatchLoop:
         self.stopping.set()
         with self._lock:
             if self._response is not None:
-                # Unblocks a read waiting on the socket; OSError: it was closing anyway.
-                with contextlib.suppress(OSError):
+                # Unblocks a read waiting on the socket. The errors mean the response was
+                # already closed or released: that watch request is ending anyway.
+                with contextlib.suppress(OSError, ValueError, RuntimeError):
                     self._response.shutdown()
 
     # --- the outer loop ------------------------------------------------------------------

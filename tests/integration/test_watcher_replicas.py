@@ -99,4 +99,4 @@ def test_one_leader_and_takeover_after_the_leader_is_killed(
     follower.proc.send_signal(signal.SIGTERM)
     assert follower.proc.wait(30) == 0
     log = Path(follower.log.name).read_text()
-    assert "released the lease" in log and "watcher b ended: stopped" in log
+    assert "released the lease" in log and f"watcher {follower.name} ended: stopped" in log
