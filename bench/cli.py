@@ -71,22 +71,16 @@ def _num(value: Any, digits: int = 0) -> str:
 
 def summary_table(doc: dict[str, Any]) -> Table:
     s = doc["settings"]
-    table = Table(title=f"kubequeue bench — N={s['n']}, {doc['date']}")
-    for header in ("system", "created/s", "Running/s", f"p99 ms @{s['rate']:g}/s",
-                   "ms/heartbeat", "sched CPU ms/task", "paced created/s"):  # fmt: skip
-        table.add_column(header, justify="left" if header == "system" else "right")
-    for system, phases in doc["results"].items():
-        b, r, p = phases.get("burst", {}), phases.get("rate", {}), phases.get("paced", {})
-        not_limit = system != "limit"
-        table.add_row(
-            system,
-            _num(b.get("throughput_created")),
-            _num(b.get("throughput_running")),
-            _num(r.get("latency_created_ms", {}).get("p99"), 1),
-            _num(b.get("heartbeat_ms", {}).get("mean"), 2) if not_limit else "-",
-            _num(b.get("scheduler_cpu_ms_per_task"), 2) if not_limit else "-",
-            _num(p.get("throughput_created")),
-        )
+    table = Table(
+        title=f"kubequeue bench - N={s['n']}, {doc['date']}",
+        caption=f"burst: N at once, tight loop; paced: {s['paced_n']} tasks, "
+        f"{s['loop_ms']:g} ms loop (heartbeat, CPU); rate: {s['rate']:g} tasks/s arriving",
+    )
+    table.add_column("system")
+    for header, _ in output.HEADLINE:
+        table.add_column(header, justify="right")
+    for system, row in zip(doc["results"], output.headline_rows(doc["results"]), strict=True):
+        table.add_row(system, *(_num(v, d) for v, (_, d) in zip(row, output.HEADLINE, strict=True)))
     return table
 
 
@@ -113,6 +107,7 @@ def _settings(**kw: Any) -> Settings:
             loop_ms=kw["loop_ms"],
             levels=plan.parse_ints(kw["levels"], "--levels"),
             api_latency_ms=kw["api_latency_ms"],
+            task_seconds=kw["task_seconds"],
             dispatcher_concurrency=kw["dispatcher_concurrency"],
             ke_tuned_batch=kw["ke_tuned_batch"],
             ke_tuned_concurrency=kw["ke_tuned_concurrency"],
@@ -182,6 +177,13 @@ def _settings(**kw: Any) -> Settings:
     help="Latency the simulated API server adds to every request.",
 )
 @click.option(
+    "--task-seconds",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="How long each task's container runs on the simulated kubelet.",
+)
+@click.option(
     "--dispatcher-concurrency",
     type=click.IntRange(min=1),
     default=16,
@@ -218,7 +220,7 @@ def bench(out: Path, **kw: Any) -> None:  # fmt: skip
         systems = plan.systems(settings)
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
-    console = Console()
+    console = Console(width=max(Console().width, 140))
     with RichSink(console) as sink:
         results = run.run_all(settings, systems, sink)
         soaked = soak.run_soak(settings, sink) if settings.soak else None

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Protocol
 
-from kubequeue.bench.plan import LADDER_BUSY, Phase, System, arrival_offsets
+from kubequeue.bench.plan import Phase, System, arrival_offsets
 from kubequeue.bench.simproc import CREATED, DELETED, RUNNING, Counters
 
 LADDER_IDLE_SECONDS = 1.0
@@ -75,6 +75,10 @@ class _Clock:
     heartbeat_ms: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
 
+    @property
+    def elapsed_s(self) -> float:
+        return sum(self.heartbeat_ms) / 1000.0
+
     def call(self, fn: Callable[[], None], timed: bool) -> None:
         c0, t0 = time.process_time(), time.perf_counter()
         fn()
@@ -124,42 +128,39 @@ def run_ladder(
     side: SchedulerSide, system: str, phase: Phase, counters: Counters, timeout: float
 ) -> PhaseResult:
     """Add long-running tasks until each level is in flight; at each level time heartbeats
-    idle for a second, then while LADDER_BUSY short tasks start."""
-    top = phase.tasks
-    total = phase.total
-    queued_at = [0.0] * total
+    idle for a second, then while a batch of short tasks starts (phase.busy_at(level))."""
+    queued_at = [0.0] * phase.total
     clock = _Clock()
     base = counters[RUNNING]
     t0 = time.time()
     deadline = t0 + timeout
     levels: dict[int, dict[str, float]] = {}
     placed = 0  # long-running tasks queued so far
-    busy_next = top
+    busy_next = phase.tasks  # index of the next short task
     complete = True
     for level in phase.levels:
         _queue_stamped(side, clock, phase, range(placed, level), queued_at)
-        target = level + (busy_next - top)
         placed = level
-        if not _heartbeat_until(side, clock, counters, base + target, deadline, timed=False):
+        # the running counter is cumulative: earlier levels' short tasks count too
+        started = level + busy_next - phase.tasks
+        if not _heartbeat_until(side, clock, counters, base + started, deadline, timed=False):
             complete = False
             break
-        idle = _Clock()
-        end = time.perf_counter() + LADDER_IDLE_SECONDS
-        while time.perf_counter() < end or len(idle.heartbeat_ms) < 20:
+        batch = range(busy_next, busy_next + phase.busy_at(level))
+        busy_next = batch.stop
+        idle, busy = _Clock(), _Clock()
+        while len(idle.heartbeat_ms) < 20 or idle.elapsed_s < LADDER_IDLE_SECONDS:
             idle.call(side.heartbeat, timed=True)
-        busy = _Clock()
-        batch = range(busy_next, busy_next + LADDER_BUSY)
         _queue_stamped(side, busy, phase, batch, queued_at)
-        busy_next += LADDER_BUSY
-        ok = _heartbeat_until(side, busy, counters, base + target + LADDER_BUSY, deadline, True)
-        levels[level] = _level_figures(idle, busy)
+        ok = _heartbeat_until(side, busy, counters, base + started + len(batch), deadline, True)
+        levels[level] = _level_figures(idle, busy, len(batch))
         clock.cpu_s += idle.cpu_s + busy.cpu_s
         clock.heartbeat_ms += idle.heartbeat_ms + busy.heartbeat_ms
         if not ok:
             complete = False
             break
     return PhaseResult(
-        system, phase.name, total, queued_at, clock.heartbeat_ms, clock.cpu_s,
+        system, phase.name, phase.total, queued_at, clock.heartbeat_ms, clock.cpu_s,
         time.time() - t0, complete, levels=levels, note="" if complete else "timed out",
     )  # fmt: skip
 
@@ -194,7 +195,7 @@ def _heartbeat_until(
     return True
 
 
-def _level_figures(idle: _Clock, busy: _Clock) -> dict[str, float]:
+def _level_figures(idle: _Clock, busy: _Clock, n_busy: int) -> dict[str, float]:
     def q(values: list[float], p: float) -> float:
         if len(values) < 2:
             return values[0] if values else 0.0
@@ -207,7 +208,8 @@ def _level_figures(idle: _Clock, busy: _Clock) -> dict[str, float]:
         "busy_ms_mean": statistics.fmean(busy.heartbeat_ms) if busy.heartbeat_ms else 0.0,
         "busy_ms_p99": q(busy.heartbeat_ms, 99),
         "busy_heartbeats": float(len(busy.heartbeat_ms)),
-        "busy_cpu_ms_per_task": busy.cpu_s * 1000.0 / LADDER_BUSY,
+        "busy_tasks": float(n_busy),
+        "busy_cpu_ms_per_task": busy.cpu_s * 1000.0 / max(1, n_busy),
         "idle_cpu_ms_per_heartbeat": idle.cpu_s * 1000.0 / max(1, len(idle.heartbeat_ms)),
     }
 

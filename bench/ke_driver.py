@@ -16,24 +16,21 @@ setting goes into the environment first. What is pinned, and why:
 - `job_id` is not numeric, so KE skips its per-pod `SELECT` on task_instance (no DAG rows
   exist); that check costs KE 1-4 ms per pod with a real database, so skipping it favours KE.
 - Log level WARNING: KE logs a line per task at INFO, which would cost it time here.
-Workloads are `ExecuteTask` objects with a `TaskInstanceDTO` each, one mapped task per queue
-(map_index = task index), built before a phase starts.
+Workloads (bench/workloads.py) are built before a phase starts.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from kubequeue.bench import driver
-from kubequeue.bench.plan import BUSY_SECONDS, POOL_OF_QUEUE, Phase, Settings, System, assign_queues
+from kubequeue.bench import driver, workloads
+from kubequeue.bench.plan import BUSY_SECONDS, POOL_OF_QUEUE, Phase, Settings, System
 from kubequeue.bench.pods import IMAGE_REPOSITORY, IMAGE_TAG, NAMESPACE, write_templates
 from kubequeue.bench.simproc import Counters, SimInfo
 from kubequeue.errors import KubeQueueError
@@ -66,37 +63,27 @@ def migrate_db(root: Path) -> Path:
     return db
 
 
-def airflow_env(system: System, settings: Settings, sim: SimInfo, workdir: Path) -> dict[str, str]:
+def ke_env(
+    system: System, settings: Settings, sim: SimInfo, workdir: Path, db: Path
+) -> dict[str, str]:
     """The Airflow configuration of one KE system, as environment variables."""
-    home = workdir / "airflow"
-    tmp = workdir / "tmp"
-    home.mkdir(parents=True, exist_ok=True)
-    tmp.mkdir(exist_ok=True)
-    in_flight = settings.n + max(settings.levels, default=0) + 1000
     k = "AIRFLOW__KUBERNETES_EXECUTOR__"
-    env = {
-        "AIRFLOW_HOME": str(home),
-        "TMPDIR": str(tmp),
-        "AIRFLOW__CORE__EXECUTOR": "KubernetesExecutor",
-        "AIRFLOW__CORE__PARALLELISM": str(in_flight),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "bench-only-secret",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
-        f"{k}IN_CLUSTER": "False",
-        f"{k}CONFIG_FILE": sim.kubeconfig,
-        f"{k}CLUSTER_CONTEXT": sim.context,
-        f"{k}NAMESPACE": NAMESPACE,
-        f"{k}POD_TEMPLATE_FILE": str(workdir / "pod-default-template.yaml"),
-        f"{k}WORKER_CONTAINER_REPOSITORY": IMAGE_REPOSITORY,
-        f"{k}WORKER_CONTAINER_TAG": IMAGE_TAG,
-        f"{k}DELETE_WORKER_PODS": "True",
-        f"{k}WORKER_PODS_CREATION_BATCH_SIZE": str(system.ke_batch),
-        f"{k}ASYNC_POD_CREATION": str(system.ke_async),
-        f"{k}POD_CREATION_MAX_CONCURRENCY": str(system.ke_concurrency),
-    }
+    env = workloads.airflow_env(settings, workdir, db, "KubernetesExecutor")
+    env.update(
+        {
+            f"{k}IN_CLUSTER": "False",
+            f"{k}CONFIG_FILE": sim.kubeconfig,
+            f"{k}CLUSTER_CONTEXT": sim.context,
+            f"{k}NAMESPACE": NAMESPACE,
+            f"{k}POD_TEMPLATE_FILE": str(workdir / "pod-default-template.yaml"),
+            f"{k}WORKER_CONTAINER_REPOSITORY": IMAGE_REPOSITORY,
+            f"{k}WORKER_CONTAINER_TAG": IMAGE_TAG,
+            f"{k}DELETE_WORKER_PODS": "True",
+            f"{k}WORKER_PODS_CREATION_BATCH_SIZE": str(system.ke_batch),
+            f"{k}ASYNC_POD_CREATION": str(system.ke_async),
+            f"{k}POD_CREATION_MAX_CONCURRENCY": str(system.ke_concurrency),
+        }
+    )
     return env
 
 
@@ -110,9 +97,7 @@ class KESide:
         self.templates = write_templates(workdir, tuple(sorted(seconds)))
         default = self.templates[("default", settings.task_seconds)]
         (workdir / "pod-default-template.yaml").write_text(default.read_text())
-        env = airflow_env(system, settings, sim, workdir)
-        shutil.copy(db, Path(env["AIRFLOW_HOME"]) / "airflow.db")
-        os.environ.update(env)
+        os.environ.update(ke_env(system, settings, sim, workdir, db))
         # Imported only now: Airflow reads its configuration at import time.
         from airflow.providers.cncf.kubernetes.executors.kubernetes_executor import (
             KubernetesExecutor,
@@ -125,35 +110,11 @@ class KESide:
         self.workloads: list[Any] = []
 
     def prepare(self, phase: Phase) -> None:
-        from airflow.executors.workloads import BundleInfo, ExecuteTask, TaskInstanceDTO
+        def config_for(queue: str, seconds: float) -> dict[str, Any]:
+            # KE has one pod template; another pool or run time is chosen per task.
+            return {"pod_template_file": str(self.templates[(POOL_OF_QUEUE[queue], seconds)])}
 
-        queues = assign_queues(phase.total, self.settings.mix)
-        version = uuid.uuid4()
-        self.workloads = []
-        for i, queue in enumerate(queues):
-            template = self.templates[(POOL_OF_QUEUE[queue], phase.seconds_of(i))]
-            ti = TaskInstanceDTO(
-                id=uuid.uuid4(),
-                dag_id=phase.dag_id,
-                task_id=f"t_{queue}",
-                run_id="bench",
-                try_number=1,
-                map_index=i,
-                dag_version_id=version,
-                queue=queue,
-                pool_slots=1,
-                priority_weight=1,
-                executor_config={"pod_template_file": str(template)},
-            )
-            self.workloads.append(
-                ExecuteTask(
-                    token="",
-                    ti=ti,
-                    dag_rel_path=Path("bench.py"),
-                    bundle_info=BundleInfo(name="dags-folder"),
-                    log_path=None,
-                )
-            )
+        self.workloads = workloads.build(phase, self.settings, config_for, with_id=False)
 
     def queue(self, phase: Phase, indices: Sequence[int]) -> None:
         queue_workload = self.executor.queue_workload

@@ -33,6 +33,7 @@ from kubequeue.bench.simproc import Counters, SimInfo
 from kubequeue.errors import KubeQueueError
 
 READY_TIMEOUT = 60.0
+EXECUTOR = "kubequeue.executor.KubeQueueExecutor"
 
 
 @dataclass
@@ -225,6 +226,63 @@ class ClientSide:
         self.client.close()
 
 
+class ExecutorSide:
+    """KubeQueueExecutor, fed and heartbeaten exactly as the KubernetesExecutor is."""
+
+    def __init__(
+        self, settings: Settings, redis_url: str, pools_file: str, workdir: Path, db: Path
+    ) -> None:
+        from kubequeue.bench import workloads
+
+        self.settings = settings
+        self.templates = write_templates(workdir, (BUSY_SECONDS, 3600.0))
+        env = workloads.airflow_env(settings, workdir, db, EXECUTOR)
+        k = "AIRFLOW__KUBEQUEUE__"
+        env.update(
+            {
+                f"{k}REDIS_URL": redis_url,
+                f"{k}POOLS_FILE": pools_file,
+                f"{k}PARALLELISM": str(workloads.in_flight_cap(settings)),
+            }
+        )
+        os.environ.update(env)
+        from kubequeue.executor import KubeQueueExecutor
+
+        self.executor = KubeQueueExecutor()
+        self.executor.job_id = "bench-scheduler"
+        self.executor.start()
+        self.workloads: list[Any] = []
+
+    def prepare(self, phase: Phase) -> None:
+        from kubequeue.bench import workloads
+
+        def config_for(queue: str, seconds: float) -> dict[str, Any] | None:
+            # The pool's template sets the usual run time; others pick a template per task.
+            if seconds == self.settings.task_seconds:
+                return None
+            return {"pod_template_file": str(self.templates[(POOL_OF_QUEUE[queue], seconds)])}
+
+        self.workloads = workloads.build(phase, self.settings, config_for, with_id=True)
+
+    def queue(self, phase: Phase, indices: Sequence[int]) -> None:
+        queue_workload = self.executor.queue_workload
+        for i in indices:
+            queue_workload(self.workloads[i], session=None)
+
+    def heartbeat(self) -> None:
+        self.executor.heartbeat()
+        self.executor.get_event_buffer()
+
+    def busy(self) -> int:
+        return len(self.executor.running) + len(self.executor.queued_tasks)
+
+    def helper_cpu(self) -> float:
+        return 0.0  # the executor starts no processes; kubequeue's own are measured apart
+
+    def close(self) -> None:
+        self.executor.end()
+
+
 def main(
     system: System,
     settings: Settings,
@@ -234,8 +292,14 @@ def main(
     conn: Connection,
     redis_url: str = "",
     pools_file: str = "",
+    db: str = "",
 ) -> None:
-    """Process entry point (spawned by the orchestrator)."""
+    """Process entry point (spawned by the orchestrator): the executor when a migrated
+    Airflow database is given and the executor is installed, else the client."""
     driver.log_to_file(Path(workdir) / "driver.log")
-    side = ClientSide(settings, redis_url, pools_file, Path(workdir))
+    side: driver.SchedulerSide
+    if db and executor_available():
+        side = ExecutorSide(settings, redis_url, pools_file, Path(workdir), Path(db))
+    else:
+        side = ClientSide(settings, redis_url, pools_file, Path(workdir))
     driver.serve(side, system, counters, conn, settings.phase_timeout)

@@ -92,8 +92,9 @@ def targets(results: dict[str, Any], soak: dict[str, Any] | None) -> list[dict[s
         out.append(_target(f"{top} ms per heartbeat ≤ 5 at every level", max(busy), 5.0, False))
         spread = max(busy) / max(min(busy), 1e-9)
         out.append(_target(f"{top} heartbeat cost flat (max/min level ≤ 2)", spread, 2.0, False))
-    cpu = burst.get("scheduler_cpu_ms_per_task", math.nan)
-    out.append(_target(f"{top} scheduler CPU per task ≤ 0.2 ms", cpu, 0.2, False))
+    paced = results.get(top, {}).get("paced", burst)
+    cpu = paced.get("scheduler_cpu_ms_per_task", math.nan)
+    out.append(_target(f"{top} scheduler CPU per task ≤ 0.2 ms (paced)", cpu, 0.2, False))
     added = measure.added_latency(results, top).get("p99", math.nan)
     out.append(_target(f"{top} p99 added latency queued→created ≤ 25 ms", added, 25.0, False))
     if soak:
@@ -134,6 +135,42 @@ def document(
     }
 
 
+def headline_rows(results: dict[str, Any]) -> list[list[float]]:
+    """Per system: burst created/s, burst Running/s, paced created/s, rate p50 and p99
+    queued→created ms, paced ms per heartbeat (mean, p99), paced scheduler CPU ms per task.
+    The scheduler-side figures come from the paced phase: a tight loop spends most of its
+    heartbeats (and CPU) with nothing to do, which says more about the loop than the executor."""
+    rows = []
+    for phases in results.values():
+        b, r, p = phases.get("burst", {}), phases.get("rate", {}), phases.get("paced", {})
+        lat, hb = r.get("latency_created_ms", {}), p.get("heartbeat_ms", {})
+        rows.append(
+            [
+                b.get("throughput_created", math.nan),
+                b.get("throughput_running", math.nan),
+                p.get("throughput_created", math.nan),
+                lat.get("p50", math.nan),
+                lat.get("p99", math.nan),
+                hb.get("mean", math.nan),
+                hb.get("p99", math.nan),
+                p.get("scheduler_cpu_ms_per_task", math.nan),
+            ]
+        )
+    return rows
+
+
+HEADLINE = (
+    ("created/s burst", 0),
+    ("Running/s burst", 0),
+    ("created/s paced", 0),
+    ("p50 ms rate", 1),
+    ("p99 ms rate", 1),
+    ("ms/heartbeat", 2),
+    ("p99 ms/heartbeat", 2),
+    ("CPU ms/task", 2),
+)
+
+
 def markdown(doc: dict[str, Any], png: str) -> str:
     s, res, m = doc["settings"], doc["results"], doc["machine"]
     lines = [
@@ -143,22 +180,16 @@ def markdown(doc: dict[str, Any], png: str) -> str:
         f"2 queues/node pools, simulated API latency {s['api_latency_ms']:g} ms, fixed kubelet "
         "delays; method in `bench/METHOD.md`.",
         "",
-        "| system | created/s (burst) | Running/s (burst) | p50 / p99 queued→created ms "
-        f"at {s['rate']:g}/s | ms per heartbeat (burst, mean) | scheduler CPU ms/task | "
-        f"created/s paced ({s['loop_ms']:g} ms loop) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"*burst*: N tasks queued at once, tight heartbeat loop; *paced*: {s['paced_n']} tasks, "
+        f"one heartbeat per {s['loop_ms']:g} ms scheduler loop (heartbeat and CPU figures); "
+        f"*rate*: tasks arriving at {s['rate']:g}/s (latency queued → pod created).",
+        "",
+        "| system | " + " | ".join(h for h, _ in HEADLINE) + " |",
+        "|---|" + "---:|" * len(HEADLINE),
     ]
-    for system, phases in res.items():
-        b, r, p = phases.get("burst", {}), phases.get("rate", {}), phases.get("paced", {})
-        lat = r.get("latency_created_ms", {})
-        hb = b.get("heartbeat_ms", {}).get("mean", math.nan) if system != "limit" else math.nan
-        cpu = b.get("scheduler_cpu_ms_per_task", math.nan) if system != "limit" else math.nan
-        lines.append(
-            f"| {system} | {_fmt(b.get('throughput_created', math.nan))} "
-            f"| {_fmt(b.get('throughput_running', math.nan))} "
-            f"| {_fmt(lat.get('p50', math.nan), 1)} / {_fmt(lat.get('p99', math.nan), 1)} "
-            f"| {_fmt(hb, 2)} | {_fmt(cpu, 2)} | {_fmt(p.get('throughput_created', math.nan))} |"
-        )
+    for system, row in zip(res, headline_rows(res), strict=True):
+        cells = [_fmt(v, d) for v, (_, d) in zip(row, HEADLINE, strict=True)]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
     lines += ["", "kubequeue as a ratio of each baseline (queued→created throughput, burst):", ""]
     lines += ["| system | x KE default | x KE tuned | x limit |", "|---|---:|---:|---:|"]
     for system, phases in doc["ratios"].items():

@@ -22,7 +22,7 @@ import psutil
 
 from kubequeue.bench import measure
 from kubequeue.bench.driver import PhaseResult
-from kubequeue.bench.plan import POOL_OF_QUEUE, Phase, Settings, System
+from kubequeue.bench.plan import POOL_OF_QUEUE, WARMUP, Phase, Settings, System
 from kubequeue.bench.simproc import CREATED, RUNNING, SimProcess, SimSettings, group_by_dag
 from kubequeue.errors import KubeQueueError
 
@@ -108,7 +108,7 @@ def _recv(conn: Any, proc: Any, want: str, timeout: float, on_wait: Callable[[],
 
 
 def run_system(
-    system: System, settings: Settings, root: Path, sink: Sink, ke_db: Path | None = None
+    system: System, settings: Settings, root: Path, sink: Sink, airflow_db: Path | None = None
 ) -> dict[str, Any]:
     """Every phase of one system; returns {phase: figures}."""
     workdir = root / system.name
@@ -125,7 +125,7 @@ def run_system(
     fleet = None
     proc = None
     try:
-        extra: tuple[str, ...] = (str(ke_db),) if system.kind == "ke" else ()
+        extra: tuple[str, ...] = (str(airflow_db),) if system.kind == "ke" else ()
         groups = {"sim": [sim.info.pid]}
         if system.kind == "kubequeue":
             from kubequeue.bench import kq_driver
@@ -134,7 +134,7 @@ def run_system(
                 f"{system.name}: starting Redis, a watcher, {system.replicas} dispatcher(s)"
             )
             fleet = kq_driver.start_fleet(system, settings, sim.info, workdir)
-            extra = (fleet.redis.url, str(fleet.pools_file))
+            extra = (fleet.redis.url, str(fleet.pools_file), str(airflow_db or ""))
             groups |= fleet.pids()
         ctx = mp.get_context("spawn")
         conn, child = ctx.Pipe()
@@ -150,7 +150,10 @@ def run_system(
         for phase in system.phases:
             results[phase.name] = _run_phase(system, phase, settings, sim, conn, proc, groups, sink)
         pods = group_by_dag(sim.take())
+        results.pop(WARMUP, None)
         for phase in system.phases:
+            if phase.name == WARMUP:
+                continue
             raw = results[phase.name]
             results[phase.name] = _figures(raw, pods.get(phase.dag_id, []))
             sink.phase_done(system.name, phase.name, results[phase.name])
@@ -228,12 +231,12 @@ def run_all(settings: Settings, plan: list[System], sink: Sink) -> dict[str, Any
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kubequeue-bench-") as tmp:
         root = Path(tmp)
-        ke_db = None
-        if any(s.kind == "ke" for s in plan):
+        airflow_db = None
+        if any(s.kind != "limit" for s in plan):
             from kubequeue.bench.ke_driver import migrate_db
 
-            sink.message("preparing an Airflow database for the KubernetesExecutor")
-            ke_db = migrate_db(root)
+            sink.message("preparing an Airflow database for the executors")
+            airflow_db = migrate_db(root)
         for system in plan:
-            results[system.name] = run_system(system, settings, root, sink, ke_db)
+            results[system.name] = run_system(system, settings, root, sink, airflow_db)
     return results

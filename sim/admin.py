@@ -19,14 +19,14 @@ from aiohttp import web
 from kubequeue.errors import ConfigError
 from kubequeue.sim import status
 from kubequeue.sim.store import RESOURCES
-from kubequeue.sim.wire import error_response, json_response
+from kubequeue.sim.wire import error_response, json_response, read_body
 
 if TYPE_CHECKING:
     from kubequeue.sim.server import Api
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+async def _body(request: web.BaseRequest) -> dict[str, Any]:
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     try:
@@ -57,7 +57,7 @@ def set_node_ready(api: Api, node: str, ready: bool) -> None:
     api.cluster.set_node_ready(node, ready)
 
 
-async def _route(api: Api, request: web.Request) -> web.Response:
+async def _route(api: Api, request: web.BaseRequest) -> web.Response:
     path, method = request.path.rstrip("/"), request.method
     if path == "/_sim/faults" and method == "GET":
         return json_response(api.faults.config.to_dict())
@@ -84,8 +84,8 @@ async def _route(api: Api, request: web.Request) -> web.Response:
     raise status.page_not_found()
 
 
-def handler(api: Api) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def serve(request: web.Request) -> web.StreamResponse:
+def handler(api: Api) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    async def serve(request: web.BaseRequest) -> web.StreamResponse:
         try:
             return await _route(api, request)
         except status.ApiError as e:

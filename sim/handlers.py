@@ -10,7 +10,7 @@ from aiohttp import web
 
 from kubequeue.sim import listing, patch, pods, status, tables, validation
 from kubequeue.sim.store import now_rfc3339
-from kubequeue.sim.wire import Target, dumps, json_response, negotiate, parse_json
+from kubequeue.sim.wire import Target, dumps, json_response, negotiate, parse_json, read_body
 
 if TYPE_CHECKING:
     from kubequeue.sim.server import Api
@@ -19,7 +19,7 @@ WITH_STATUS = frozenset({"pods", "nodes", "namespaces"})  # status has its own e
 RETURNS_OBJECT_ON_DELETE = frozenset({"pods", "namespaces", "nodes"})
 
 
-async def handle(api: Api, request: web.Request, target: Target) -> web.StreamResponse:
+async def handle(api: Api, request: web.BaseRequest, target: Target) -> web.StreamResponse:
     method, sub = request.method, target.sub
     if target.name is None:
         if method == "GET":
@@ -37,7 +37,7 @@ async def handle(api: Api, request: web.Request, target: Target) -> web.StreamRe
     elif method == "GET" and sub in (None, "status"):
         return get(api, request, target)
     elif method == "PUT":
-        body = parse_json(await request.read(), target.info.kind)
+        body = parse_json(await read_body(request), target.info.kind)
         return json_response(update(api, target, body, dry_run(request)))
     elif method == "PATCH":
         return await patch_object(api, request, target)
@@ -46,7 +46,7 @@ async def handle(api: Api, request: web.Request, target: Target) -> web.StreamRe
     raise status.method_not_allowed()
 
 
-def dry_run(request: web.Request) -> bool:
+def dry_run(request: web.BaseRequest) -> bool:
     return "All" in request.query.getall("dryRun", [])
 
 
@@ -57,7 +57,7 @@ def lookup(api: Api, target: Target) -> dict:
     return obj
 
 
-def get(api: Api, request: web.Request, target: Target) -> web.Response:
+def get(api: Api, request: web.BaseRequest, target: Target) -> web.Response:
     obj = lookup(api, target)
     fmt = negotiate(request.headers.get("Accept"))
     if fmt.kind == "meta":
@@ -131,8 +131,8 @@ def prepare(api: Api, target: Target, body: Any) -> dict:
     return body
 
 
-async def create(api: Api, request: web.Request, target: Target) -> web.Response:
-    body = parse_json(await request.read(), target.info.kind)
+async def create(api: Api, request: web.BaseRequest, target: Target) -> web.Response:
+    body = parse_json(await read_body(request), target.info.kind)
     obj = prepare(api, target, body)
     if dry_run(request):
         return json_response(obj, 201)
@@ -222,11 +222,11 @@ def _finish_if_finalized(api: Api, target: Target, obj: dict) -> None:
     api.store.remove(target.info.name, target.namespace, meta["name"])
 
 
-async def patch_object(api: Api, request: web.Request, target: Target) -> web.Response:
+async def patch_object(api: Api, request: web.BaseRequest, target: Target) -> web.Response:
     content_type = request.content_type
     if content_type == patch.APPLY:
         raise status.unsupported_media_type(content_type)
-    body = parse_json(await request.read(), target.info.kind)
+    body = parse_json(await read_body(request), target.info.kind)
     old = lookup(api, target)
     patched = patch.apply(content_type, old, body)
     if target.sub is None and target.info.name in WITH_STATUS:
@@ -235,8 +235,8 @@ async def patch_object(api: Api, request: web.Request, target: Target) -> web.Re
 
 
 # -- delete -----------------------------------------------------------------------------------
-async def _delete_options(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+async def _delete_options(request: web.BaseRequest) -> dict[str, Any]:
+    raw = await read_body(request)
     options: dict[str, Any] = {}
     if raw.strip():
         parsed = parse_json(raw, "DeleteOptions")
@@ -278,7 +278,7 @@ def delete_one(api: Api, target: Target, obj: dict, grace: int | None) -> tuple[
     return (removed or obj), True
 
 
-async def delete(api: Api, request: web.Request, target: Target) -> web.Response:
+async def delete(api: Api, request: web.BaseRequest, target: Target) -> web.Response:
     options = await _delete_options(request)
     obj = lookup(api, target)
     _check_preconditions(target, obj, options)
@@ -292,7 +292,7 @@ async def delete(api: Api, request: web.Request, target: Target) -> web.Response
     return json_response(result)
 
 
-async def delete_collection(api: Api, request: web.Request, target: Target) -> web.Response:
+async def delete_collection(api: Api, request: web.BaseRequest, target: Target) -> web.Response:
     options = await _delete_options(request)
     matcher = listing.matcher(request, target.info.name)
     chosen = [
@@ -346,8 +346,8 @@ def finalize_namespaces(api: Api) -> None:
             api.store.remove("namespaces", None, name)
 
 
-async def binding(api: Api, request: web.Request, target: Target) -> web.Response:
-    body = parse_json(await request.read(), "Binding")
+async def binding(api: Api, request: web.BaseRequest, target: Target) -> web.Response:
+    body = parse_json(await read_body(request), "Binding")
     if not isinstance(body, dict):
         raise status.bad_request("the object provided is unrecognized (must be of type Binding)")
     pods.bind(api.store, target.namespace or "", target.name or "", body)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 TRUE = frozenset({"true", "1", "True"})
 
 
-def matcher(request: web.Request, resource: str) -> Matcher | None:
+def matcher(request: web.BaseRequest, resource: str) -> Matcher | None:
     q = request.query
     return selectors.combine(
         selectors.label_matcher(q.get("labelSelector")),
@@ -30,7 +30,7 @@ def matcher(request: web.Request, resource: str) -> Matcher | None:
     )
 
 
-def _int(request: web.Request, name: str) -> int | None:
+def _int(request: web.BaseRequest, name: str) -> int | None:
     raw = request.query.get(name)
     if raw in (None, ""):
         return None
@@ -59,7 +59,7 @@ def _decode_continue(token: str) -> tuple[int, str]:
         raise status.bad_request(f"continue key is not valid: {e}") from e
 
 
-def _list_rv(api: Api, request: web.Request) -> None:
+def _list_rv(api: Api, request: web.BaseRequest) -> None:
     """resourceVersion/resourceVersionMatch on a list: only the current state is kept."""
     rv = _int(request, "resourceVersion")
     current = api.store.resource_version
@@ -81,7 +81,7 @@ def _list_rv(api: Api, request: web.Request) -> None:
         )
 
 
-def select(api: Api, request: web.Request, target: Target) -> tuple[list[dict], dict[str, Any]]:
+def select(api: Api, request: web.BaseRequest, target: Target) -> tuple[list[dict], dict[str, Any]]:
     """The page of objects a list asks for, and its list metadata."""
     resource = target.info.name
     match = matcher(request, resource)
@@ -112,7 +112,7 @@ def select(api: Api, request: web.Request, target: Target) -> tuple[list[dict], 
     return objects, meta
 
 
-async def list_or_watch(api: Api, request: web.Request, target: Target) -> web.StreamResponse:
+async def list_or_watch(api: Api, request: web.BaseRequest, target: Target) -> web.StreamResponse:
     if request.query.get("watch") in TRUE:
         return await watch(api, request, target)
     fmt = negotiate(request.headers.get("Accept"))
@@ -175,7 +175,7 @@ def _bookmark(target: Target) -> Any:
     return line
 
 
-async def watch(api: Api, request: web.Request, target: Target) -> web.StreamResponse:
+async def watch(api: Api, request: web.BaseRequest, target: Target) -> web.StreamResponse:
     q = request.query
     fmt = negotiate(request.headers.get("Accept"))
     initial = q.get("sendInitialEvents") in TRUE
@@ -196,7 +196,7 @@ async def watch(api: Api, request: web.Request, target: Target) -> web.StreamRes
     return await api.hub.serve(request, w, float(limit))
 
 
-async def pod_log(api: Api, request: web.Request, target: Target) -> web.StreamResponse:
+async def pod_log(api: Api, request: web.BaseRequest, target: Target) -> web.StreamResponse:
     q = request.query
     pod = api.store.get("pods", target.namespace, target.name or "")
     if pod is None:

@@ -54,13 +54,19 @@ class Api:
             if self.store.get("namespaces", None, name) is None:
                 handlers.create_namespace(self, {"metadata": {"name": name}})
 
-    def app(self) -> web.Application:
-        application = web.Application(client_max_size=64 * 1024 * 1024)
-        application.router.add_route("*", "/_sim/{tail:.*}", admin.handler(self))
-        application.router.add_route("*", "/{tail:.*}", self.dispatch)
-        return application
+    def server(self) -> web.Server:
+        """aiohttp's low-level server: this API routes by itself, so the application layer
+        (router, middlewares, signals) would only cost time on every request."""
+        admin_handler = admin.handler(self)
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            if request.path.startswith("/_sim/"):
+                return await admin_handler(request)
+            return await self.dispatch(request)
+
+        return web.Server(handle, access_log=None, handler_cancellation=True)
+
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         self.requests += 1
         try:
             return await self._dispatch(request)
@@ -72,7 +78,7 @@ class Api:
             log.exception("internal error serving %s %s", request.method, request.path)
             return error_response(status.internal_error(f"{type(e).__name__}: {e}"))
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if path in _HEALTH:
             return web.Response(text="ok")
@@ -109,7 +115,7 @@ class Api:
                 return discovery.resource_list(parts[0], parts[1])
         return None
 
-    async def _inject_faults(self, request: web.Request, target: Target) -> None:
+    async def _inject_faults(self, request: web.BaseRequest, target: Target) -> None:
         faults = self.faults
         if not faults.config.active:
             return
@@ -137,7 +143,7 @@ class Running:
     """One booted simulator inside its event loop."""
 
     api: Api
-    runner: web.AppRunner
+    runner: web.ServerRunner
     url: str
     tasks: list[asyncio.Task]
 
@@ -159,9 +165,7 @@ async def boot(config: SimConfig) -> Running:
     if cluster is not None:
         cluster.install()
         tasks.append(asyncio.create_task(cluster.run(), name="sim-cluster"))
-    runner = web.AppRunner(
-        api.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-    )
+    runner = web.ServerRunner(api.server(), shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=4096)
     await site.start()

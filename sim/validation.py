@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from kubequeue.sim import status
@@ -78,7 +79,12 @@ def parse_quantity(value: Any) -> Decimal:
         raise ValueError(QUANTITY_ERROR)
     if isinstance(value, int | float):
         return Decimal(str(value))
-    m = QUANTITY_RE.match(str(value))
+    return _parse_text(str(value))
+
+
+@lru_cache(maxsize=1024)  # pods repeat the same few quantities
+def _parse_text(value: str) -> Decimal:
+    m = QUANTITY_RE.match(value)
     if not m:
         raise ValueError(QUANTITY_ERROR)
     number, suffix = m.group(1), m.group(2) or ""

@@ -159,7 +159,9 @@ class WatchHub:
             await asyncio.sleep(interval)
             self.send_bookmarks()
 
-    async def serve(self, request: web.Request, w: Watcher, timeout: float) -> web.StreamResponse:
+    async def serve(
+        self, request: web.BaseRequest, w: Watcher, timeout: float
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -193,7 +195,7 @@ class WatchHub:
             await w.wake.wait()
 
 
-async def serve_error(request: web.Request, error: status.ApiError) -> web.StreamResponse:
+async def serve_error(request: web.BaseRequest, error: status.ApiError) -> web.StreamResponse:
     """A watch that cannot start (410 Gone): HTTP 200 and one ERROR event, as the watch cache
     answers; clients raise the Status's code."""
     response = web.StreamResponse(headers={"Content-Type": "application/json"})

@@ -53,8 +53,8 @@ def test_arrivals_burst_and_rate() -> None:
 
 
 def test_ladder_adds_short_busy_tasks_after_the_long_ones() -> None:
-    ladder = Phase("ladder", 1000, task_seconds=3600.0, levels=(100, 1000))
-    assert ladder.total == 1000 + 2 * LADDER_BUSY
+    ladder = Phase("ladder", 1000, task_seconds=3600.0, levels=(10, 1000))
+    assert ladder.total == 1000 + 10 + LADDER_BUSY
     assert ladder.seconds_of(999) == 3600.0
     assert ladder.seconds_of(1000) == plan.BUSY_SECONDS
     assert Phase("burst", 10).total == 10
@@ -63,12 +63,12 @@ def test_ladder_adds_short_busy_tasks_after_the_long_ones() -> None:
 def test_systems_cover_every_baseline_and_replica_count() -> None:
     systems = {s.name: s for s in plan.systems(Settings(replicas=(1, 4)))}
     assert list(systems) == ["limit", "ke-default", "ke-tuned", "kubequeue-1", "kubequeue-4"]
-    assert [p.name for p in systems["limit"].phases] == ["burst", "rate"]
-    assert [p.name for p in systems["ke-default"].phases] == ["burst", "paced", "rate"]
+    assert [p.name for p in systems["limit"].phases] == ["warmup", "burst", "rate"]
+    assert [p.name for p in systems["ke-default"].phases] == ["warmup", "burst", "paced", "rate"]
     # The ladder (10,000 in flight) runs once per kind, on the tuned KE and the top replicas.
     assert systems["ke-tuned"].phases[-1].name == "ladder"
     assert systems["kubequeue-4"].phases[-1].name == "ladder"
-    assert [p.name for p in systems["kubequeue-1"].phases] == ["burst", "rate"]
+    assert [p.name for p in systems["kubequeue-1"].phases] == ["warmup", "burst", "paced", "rate"]
     assert systems["ke-tuned"].ke_async and systems["ke-tuned"].ke_batch == 128
     assert not systems["ke-default"].ke_async and systems["ke-default"].ke_batch == 1
 
@@ -76,7 +76,7 @@ def test_systems_cover_every_baseline_and_replica_count() -> None:
 def test_systems_subset_and_skipped_phases() -> None:
     chosen = plan.systems(Settings(systems=("ke-tuned",), skip=("ladder", "paced")))
     assert [s.name for s in chosen] == ["ke-tuned"]
-    assert [p.name for p in chosen[0].phases] == ["burst", "rate"]
+    assert [p.name for p in chosen[0].phases] == ["warmup", "burst", "rate"]
 
 
 def test_unknown_system_is_named() -> None:
