@@ -146,7 +146,7 @@ class Kubelet:
         if not stages:
             return
         stage = stages[0] if len(stages) == 1 else self._pick(stages)
-        fired = self.fired.get(key, Counter())[stage.name]
+        fired = self.fired[key][stage.name] if key in self.fired else 0
         delay = stage.seconds(pod, self.rng, fired)
         handle = asyncio.get_running_loop().call_later(delay, self._fire, key, stage, uid, delay)
         self.timers[key] = Timer(uid, stage.name, handle, delay)

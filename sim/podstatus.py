@@ -38,8 +38,14 @@ _TERMINAL = ("Succeeded", "Failed")
 _event_seq = itertools.count()
 
 
+_stamp: list[Any] = [-1, ""]  # [second, text]: the writes of a burst share their second
+
+
 def rfc3339(t: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+    second = int(time.time() if t is None else t)
+    if second != _stamp[0]:
+        _stamp[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))]
+    return str(_stamp[1])
 
 
 def micro_time(t: float | None = None) -> str:
@@ -185,8 +191,15 @@ def set_condition(
 ) -> None:
     """Set one pod condition, keeping lastTransitionTime unless its status changes."""
     text = "True" if value else "False"
-    others = [c for c in status.get("conditions") or () if c.get("type") != kind]
-    old = next((c for c in status.get("conditions") or () if c.get("type") == kind), None)
+    conditions: list[dict[str, Any]] = status.get("conditions") or []
+    at = next((i for i, c in enumerate(conditions) if c.get("type") == kind), None)
+    old = conditions[at] if at is not None else None
+    if old and (old["status"], old.get("reason", ""), old.get("message", "")) == (
+        text,
+        reason,
+        message,
+    ):
+        return  # unchanged: keep the very same list (and save the copy)
     since = old.get("lastTransitionTime") if old and old.get("status") == text else now
     cond: dict[str, Any] = {"type": kind, "status": text, "lastProbeTime": None}
     cond["lastTransitionTime"] = since
@@ -194,8 +207,12 @@ def set_condition(
         cond["reason"] = reason
     if message:
         cond["message"] = message
-    conditions = [*others, cond]
-    conditions.sort(key=lambda c: _RANK.get(c.get("type", ""), len(_ORDER)))
+    conditions = list(conditions)
+    if at is not None:
+        conditions[at] = cond
+    else:
+        conditions.append(cond)
+        conditions.sort(key=lambda c: _RANK.get(c.get("type", ""), len(_ORDER)))
     status["conditions"] = conditions
 
 

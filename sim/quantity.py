@@ -71,6 +71,7 @@ def units(text: str | int | float) -> int:
     return math.ceil(parse_quantity(text))
 
 
+@lru_cache(maxsize=4096)
 def amount(resource: str, text: str | int | float) -> int:
     """A request/capacity in the scheduler's integer units for `resource`."""
     return milli(text) if resource == "cpu" else units(text)

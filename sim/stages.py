@@ -78,13 +78,19 @@ def container_summary(pod: Mapping[str, Any]) -> str:
     return "running" if running else "terminated"
 
 
+Facts = dict[str, str]
+
+
+def pod_facts(pod: Mapping[str, Any]) -> Facts:
+    """The fields most selectors test, computed once per evaluation of a pod."""
+    return {
+        "phase": str((pod.get("status") or {}).get("phase") or "Pending"),
+        "container": container_summary(pod),
+        "deleting": "true" if pod["metadata"].get("deletionTimestamp") else "false",
+    }
+
+
 def _field(pod: Mapping[str, Any], name: str, key: str) -> str | list[str] | None:
-    if name == "phase":
-        return str((pod.get("status") or {}).get("phase") or "Pending")
-    if name == "container":
-        return container_summary(pod)
-    if name == "deleting":
-        return "true" if pod["metadata"].get("deletionTimestamp") else "false"
     if name == "image":
         return [c.get("image", "") for c in pod.get("spec", {}).get("containers", ())]
     if name in ("labels", "annotations"):
@@ -105,7 +111,9 @@ class Match:
     values: tuple[str | None, ...] = ()
     pattern: re.Pattern[str] | None = None
 
-    def __call__(self, pod: Mapping[str, Any]) -> bool:
+    def __call__(self, pod: Mapping[str, Any], facts: Facts | None = None) -> bool:
+        if self.name in _FACTS:
+            return self._one((facts or pod_facts(pod))[self.name], self.op)
         got = _field(pod, self.name, self.key)
         if isinstance(got, list):  # image: any container
             if self.op == "not_matches":
@@ -124,7 +132,8 @@ class Match:
         return matched if op == "matches" else not matched
 
 
-_FIELDS = ("phase", "container", "deleting", "image")
+_FACTS = ("phase", "container", "deleting")
+_FIELDS = (*_FACTS, "image")
 _KEYED = ("labels", "annotations", "condition")
 _OPS = ("in", "not_in", "exists", "matches", "not_matches")
 
@@ -217,10 +226,21 @@ class Stage:
     priority: int = 0
     kubelet: Literal["any", "timed", "process"] = "any"
 
-    def matches(self, pod: Mapping[str, Any], mode: KubeletMode) -> bool:
+    def matches(
+        self, pod: Mapping[str, Any], mode: KubeletMode, facts: Facts | None = None
+    ) -> bool:
         if self.kubelet != "any" and self.kubelet != mode:
             return False
-        return all(m(pod) for m in self.selector)
+        facts = facts or pod_facts(pod)
+        return all(m(pod, facts) for m in self.selector)
+
+    def accepts(self, facts: Facts) -> bool:
+        """Whether the selector's phase/container/deleting requirements hold."""
+        return all(m._one(facts[m.name], m.op) for m in self.selector if m.name in _FACTS)
+
+    def others(self) -> tuple[Match, ...]:
+        """The requirements on anything but phase/container/deleting."""
+        return tuple(m for m in self.selector if m.name not in _FACTS)
 
     def seconds(self, pod: Mapping[str, Any], rng: random.Random, fired: int = 0) -> float:
         return sum(d.seconds(pod, rng, fired) for d in self.delay)
@@ -230,10 +250,26 @@ class Stage:
 class Profile:
     name: str
     stages: tuple[Stage, ...]
+    # (phase, container, deleting) -> the stages whose requirements on those hold, with
+    # their other requirements: a pod is checked against the two or three stages that can
+    # match it, not all of them (this runs on every pod change).
+    _index: dict[tuple[str, ...], tuple[tuple[Stage, tuple[Match, ...]], ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def matching(self, pod: Mapping[str, Any], mode: KubeletMode) -> list[Stage]:
         """The stages that may fire now: those of the highest priority among the matches."""
-        found = [s for s in self.stages if s.matches(pod, mode)]
+        facts = pod_facts(pod)
+        key = (facts["phase"], facts["container"], facts["deleting"])
+        candidates = self._index.get(key)
+        if candidates is None:
+            fit = [(s, s.others()) for s in self.stages if s.accepts(facts)]
+            candidates = self._index[key] = tuple(fit)
+        found = [
+            stage
+            for stage, others in candidates
+            if stage.kubelet in ("any", mode) and (not others or all(m(pod) for m in others))
+        ]
         if len(found) > 1:
             top = max(s.priority for s in found)
             found = [s for s in found if s.priority == top]
