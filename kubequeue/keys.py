@@ -64,6 +64,11 @@ class Keys:
         Airflow queue, newest first, capped; written by the watcher for `kubequeue queues`."""
         return f"{self.prefix}:startup:{queue}"
 
+    def doorbell(self, queue: str) -> str:
+        """List: rung (pushed to) when specs are added to an Airflow queue's RQ queue, so an
+        idle dispatcher blocks on it (BLPOP) instead of polling. Entries carry no data."""
+        return f"{self.prefix}:doorbell:{queue}"
+
     def all_shapes(self) -> dict[str, str]:
         """Every key shape, for documentation and the test that lists them."""
         return {
@@ -74,4 +79,5 @@ class Keys:
             "revoked": self.revoked(),
             "published": self.published(),
             "startup": self.startup("<queue>"),
+            "doorbell": self.doorbell("<queue>"),
         }
