@@ -4,8 +4,11 @@ do the Redis bookkeeping each result asks for, and give abandoned jobs back.
 Threads:
 - the claim loop (the caller's thread): claims up to `concurrency - held` jobs at a time
   with one atomic Lua call (kubequeue.queues.claim), rotating the queue order so no queue
-  starves; polls with a short backoff (1 ms .. `idle_max`) while the queues are empty;
-- `concurrency` workers: build and create pods (dispatcher/handle.py), then ack/publish;
+  starves; when nothing is claimable it blocks on the queues' doorbell (rung by every
+  submit), so an idle replica neither polls nor adds latency;
+- `concurrency` workers: build and create pods (dispatcher/handle.py);
+- the recorder: writes the results of finished jobs (ack, FAILED events, slot releases,
+  requeues) to Redis in one MULTI/EXEC per batch, not one round trip per job;
 - maintenance: extends the leases of held jobs every lease/3, requeues other replicas'
   abandoned jobs (`queues.reap`), trims the revoked set and updates the queue gauges.
 Redis lost mid-run: every loop logs once, backs off (up to 5 s) and carries on when Redis is
@@ -16,6 +19,7 @@ its second create is a harmless 409).
 from __future__ import annotations
 
 import logging
+import queue as queue_mod
 import threading
 import time
 from collections import defaultdict
@@ -33,8 +37,8 @@ from kubequeue.pools import PoolsConfig
 log = logging.getLogger(__name__)
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
-IDLE_MIN = 0.001
 REVOKED_KEEP = 24 * 3600.0  # seconds a revoked id is remembered
+RECORD_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,9 @@ class Options:
     lease: float = 30.0  # seconds a claimed job stays ours without a heartbeat
     slot_lease: float = inflight.DEFAULT_LEASE
     reap_every: float = 5.0
-    idle_max: float = 0.02  # longest poll interval when the queues are empty
+    # Longest block on the doorbell: bounds how late an idle replica notices work nobody
+    # rang for (slots freed by the watcher, a cooled-down pool) and how late it sees a stop.
+    idle_max: float = 0.5
     cooldown: float = 2.0  # seconds a pool whose API is unreachable is not claimed for
     events_maxlen: int = stream.DEFAULT_MAXLEN
 
@@ -91,6 +97,7 @@ class Dispatcher:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._held: dict[str, queues.Claimed] = {}
+        self._done: queue_mod.Queue[tuple[queues.Claimed, Result] | None] = queue_mod.Queue()
         self._cool_until: dict[str, float] = {}
         self._claim_backoff = Backoff("claim loop", self._stop)
         self.last_tick = time.monotonic()
@@ -118,12 +125,16 @@ class Dispatcher:
     def run(self) -> None:
         """Until request_stop: claim and dispatch. Returns when every held job is done."""
         maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
+        recorder = threading.Thread(target=self._recorder, name="recorder", daemon=True)
         maintenance.start()
+        recorder.start()
         workers = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="create")
         try:
             self._claim_loop(workers)
         finally:
             workers.shutdown(wait=True)
+            self._done.put(None)
+            recorder.join(timeout=self.options.lease + 5)
             maintenance.join(timeout=self.options.lease)
             log.info("dispatcher %s stopped", self.options.name)
 
@@ -131,7 +142,6 @@ class Dispatcher:
 
     def _claim_loop(self, workers: ThreadPoolExecutor) -> None:
         order = list(self.options.queues)
-        idle = IDLE_MIN
         while not self._stop.is_set():
             self.last_tick = time.monotonic()
             free = self.options.concurrency - len(self._held)
@@ -151,11 +161,17 @@ class Dispatcher:
             for job in claimed:
                 workers.submit(self._work, job, now)
             order.append(order.pop(0))
-            if claimed:
-                idle = IDLE_MIN
-            else:
-                self._stop.wait(idle)
-                idle = min(idle * 2, self.options.idle_max)
+            if len(claimed) >= free:
+                # We may have left work behind: wake another idle replica for it.
+                queues.ring(self.redis, self.keys, {job.queue for job in claimed})
+            elif not claimed:
+                self._idle()
+
+    def _idle(self) -> None:
+        try:
+            queues.wait(self.redis, self.keys, self.options.queues, self.options.idle_max)
+        except REDIS_ERRORS as e:
+            self._claim_backoff.failed(e)
 
     def _claim(self, order: list[str], free: int) -> list[queues.Claimed]:
         now = time.monotonic()
@@ -184,29 +200,74 @@ class Dispatcher:
             log.exception("dispatching %s failed unexpectedly; requeueing it", job.job_id)
             pool = self.pools.queues.get(job.queue, "")
             result = Result(Outcome.RETRY, job.queue, pool)
-        try:
-            self._finish(job, result)
-        finally:
-            with self._lock:
-                self._held.pop(job.entry, None)
+        if result.outcome is Outcome.RETRY and result.unreachable:
+            self._cool_until[result.pool] = time.monotonic() + self.options.cooldown
+        self._done.put((job, result))
+
+    # --- recording results --------------------------------------------------------------
+
+    def _recorder(self) -> None:
+        """Until the sentinel: take finished jobs in batches and record them. While Redis is
+        away it retries; once stopping it gives up after one lease (the unrecorded jobs'
+        leases then lapse and another replica requeues them: at worst a second 409)."""
+        backoff = Backoff("recorder", threading.Event())
+        done = False
+        while not done:
+            batch, done = self._next_batch()
+            deadline = time.monotonic() + self.options.lease
+            while batch:
+                try:
+                    self._record(batch)
+                    backoff.ok()
+                    break
+                except REDIS_ERRORS as e:
+                    if self._stop.is_set() and time.monotonic() > deadline:
+                        log.error("giving up recording %d job(s): %s", len(batch), e)
+                        break
+                    backoff.failed(e)
+            for job, result in batch:
+                self._count(result)
+                with self._lock:
+                    self._held.pop(job.entry, None)
             self._wake.set()
 
-    def _finish(self, job: queues.Claimed, result: Result) -> None:
-        """Record the result in Redis, retrying while Redis is away. When stopping gives up
-        after one lease: the job's lease then runs out and another replica requeues it."""
-        backoff = Backoff(f"finishing {job.job_id}", threading.Event())
-        deadline = time.monotonic() + self.options.lease
-        slot_pool = self.pools.queues.get(job.queue, "")
-        while True:
+    def _next_batch(self) -> tuple[list[tuple[queues.Claimed, Result]], bool]:
+        first = self._done.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < RECORD_BATCH:
             try:
-                self._record(job, result, slot_pool)
+                item = self._done.get_nowait()
+            except queue_mod.Empty:
                 break
-            except REDIS_ERRORS as e:
-                if self._stop.is_set() and time.monotonic() > deadline:
-                    log.error("giving up on recording %s: %s (its lease will lapse)", job.job_id, e)
-                    return
-                backoff.failed(e)
-        backoff.ok()
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _record(self, batch: list[tuple[queues.Claimed, Result]]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        requeued = set()
+        for job, result in batch:
+            slot_pool = self.pools.queues.get(job.queue, "")
+            if result.outcome is Outcome.RETRY:
+                inflight.release(pipe, self.keys, slot_pool, [job.job_id])
+                queues.requeue(self.redis, self.keys, job, pipe=pipe)
+                requeued.add(job.queue)
+                continue
+            queues.ack(pipe, self.keys, job)
+            if not result.keeps_slot:
+                inflight.release(pipe, self.keys, slot_pool, [job.job_id])
+            if result.event is not None:
+                stream.publish(
+                    self.redis, self.keys, [result.event], maxlen=self.options.events_maxlen,
+                    pipe=pipe,
+                )  # fmt: skip
+        queues.ring(pipe, self.keys, requeued)
+        pipe.execute()
+
+    def _count(self, result: Result) -> None:
         metrics.DISPATCHES.labels(result.queue, result.pool, result.outcome.value).inc()
         event = result.event
         if event is not None:
@@ -214,24 +275,6 @@ class Dispatcher:
             metrics.TASKS_FINISHED.labels(*labels, "failed").inc()
             metrics.TASK_FAILURES.labels(*labels, str(event.reason)).inc()
             log.warning("task %s failed (%s): %s", event.id, event.reason, event.message)
-
-    def _record(self, job: queues.Claimed, result: Result, slot_pool: str) -> None:
-        if result.outcome is Outcome.RETRY:
-            # Slot first: if we die between the two, the lease lapses and `reap` requeues.
-            inflight.release(self.redis, self.keys, slot_pool, [job.job_id])
-            queues.requeue(self.redis, self.keys, job)
-            if result.unreachable:
-                self._cool_until[result.pool] = time.monotonic() + self.options.cooldown
-            return
-        pipe = self.redis.pipeline(transaction=True)
-        queues.ack(pipe, self.keys, job)
-        if not result.keeps_slot:
-            inflight.release(pipe, self.keys, slot_pool, [job.job_id])
-        if result.event is not None:
-            stream.publish(
-                self.redis, self.keys, [result.event], maxlen=self.options.events_maxlen, pipe=pipe
-            )
-        pipe.execute()
 
     # --- maintenance ---------------------------------------------------------------------
 
@@ -264,6 +307,7 @@ class Dispatcher:
             return
         requeued = queues.reap(self.redis, self.keys, self.options.queues)
         if requeued:
+            queues.ring(self.redis, self.keys, self.options.queues)
             log.warning(
                 "requeued %d job(s) abandoned by a dispatcher that stopped renewing its leases: %s",
                 len(requeued),

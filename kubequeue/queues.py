@@ -87,6 +87,27 @@ def enqueue(
             for spec in group
         ]
         rq_queue(client, keys, queue).enqueue_many(data, pipeline=pipe)
+    ring(pipe, keys, by_queue)
+
+
+# Bells kept per queue: enough to wake every idle replica of a typical deployment; more
+# would only cause spurious wake-ups.
+BELLS = 16
+
+
+def ring(pipe: redis.client.Pipeline | redis.Redis, keys: Keys, names: Iterable[str]) -> None:
+    """Wake idle dispatchers of these queues (one per ring); see `wait`."""
+    for queue in names:
+        pipe.lpush(keys.doorbell(queue), 1)
+        pipe.ltrim(keys.doorbell(queue), 0, BELLS - 1)
+
+
+def wait(client: redis.Redis, keys: Keys, names: Sequence[str], timeout: float) -> bool:
+    """Block until one of these queues is rung or `timeout` seconds pass; True if rung. A
+    ring may be stale (nobody was idle when it rang): the caller just claims again."""
+    if not names:
+        return False
+    return client.blpop([keys.doorbell(q) for q in names], timeout=timeout) is not None
 
 
 def spec_json(payload: bytes | None) -> str:
@@ -296,16 +317,19 @@ return 0
 """
 
 
-def requeue(client: redis.Redis, keys: Keys, claimed: Claimed) -> bool:
+def requeue(
+    client: redis.Redis, keys: Keys, claimed: Claimed, pipe: redis.client.Pipeline | None = None
+) -> bool:
     """Give a job back, at the front of its queue, if we still hold its lease (when the lease
-    already ran out, `reap` has requeued it and pushing again would duplicate it)."""
+    already ran out, `reap` has requeued it and pushing again would duplicate it). With
+    `pipe`, the call is queued there and the result is that pipeline's."""
     script = client.register_script(_REQUEUE)
     job_keys = [
         started_key(keys, claimed.queue),
         queue_key(keys, claimed.queue),
         Job.key_for(claimed.job_id),
     ]
-    return bool(script(keys=job_keys, args=[claimed.entry, claimed.job_id]))
+    return bool(script(keys=job_keys, args=[claimed.entry, claimed.job_id], client=pipe))
 
 
 # KEYS: per queue: wip zset, queue list. ARGV: job key prefix, max per queue.
