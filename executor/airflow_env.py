@@ -189,20 +189,27 @@ class AirflowApi:
 
     def log(self, dag_id: str, run_id: str, task_id: str, try_number: int,
             map_index: int = -1) -> str:  # fmt: skip
-        """A try's log as the UI shows it (event texts joined by newlines)."""
+        """A try's log as the UI shows it, one line per entry (structured entries as JSON,
+        so an exception's text is there too)."""
         path = (
             f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
         )
         content = self.get(path, map_index=map_index, full_content="true").get("content")
         if isinstance(content, list):
-            return "\n".join(
-                str(c.get("event", "")) if isinstance(c, dict) else str(c) for c in content
-            )
+            return "\n".join(_line(c) for c in content)
         return str(content or "")
 
     def set_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}"
         self.request("PATCH", path, {"new_state": state})
+
+
+def _line(entry: Any) -> str:
+    if not isinstance(entry, dict):
+        return str(entry)
+    event = str(entry.get("event", ""))
+    rest = {k: v for k, v in entry.items() if k not in ("event", "timestamp", "level")}
+    return f"{event} {json.dumps(rest, default=str)}" if rest else event
 
 
 def _q(value: str) -> str:

@@ -90,6 +90,7 @@ class Stack:
     workdir: Path
     redis_url: str
     prometheus_url: str
+    pools: dict[str, Any] = field(default_factory=lambda: POOLS)
     components: dict[str, str] = field(default_factory=dict)  # name -> base URL
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
@@ -169,7 +170,7 @@ def _ready(url: str) -> bool:
 
 def start_components(stack: Stack, kubeconfig: Path, dispatchers: int = 2) -> None:
     pools_file = stack.workdir / "pools.yaml"
-    pools_file.write_text(yaml.safe_dump(POOLS))
+    pools_file.write_text(yaml.safe_dump(stack.pools))
     # The console script of this environment, as the image's ENTRYPOINT runs it.
     exe = [str(Path(sys.executable).parent / "kubequeue")]
     common = [
@@ -229,10 +230,10 @@ def start_prometheus(stack: Stack) -> None:
     wait_for(lambda: http_get(f"{stack.prometheus_url}/-/ready")[0] == 200, 60, "prometheus ready")
 
 
-def spec(queue: str, i: int, exit_code: int = 0) -> TaskSpec:
+def spec(queue: str, i: int, exit_code: int = 0, duration: str = "300ms") -> TaskSpec:
     now = time.time()
     annotations = {
-        "kubequeue.io/sim-duration": "300ms",
+        "kubequeue.io/sim-duration": duration,
         "kubequeue.io/sim-exit-code": str(exit_code),
     }
     return TaskSpec(
@@ -247,7 +248,8 @@ def spec(queue: str, i: int, exit_code: int = 0) -> TaskSpec:
 
 
 def client(stack: Stack) -> Client:
-    return Client(redis.Redis.from_url(stack.redis_url), Keys(), parse(yaml.safe_dump(POOLS)))
+    pools = parse(yaml.safe_dump(stack.pools))
+    return Client(redis.Redis.from_url(stack.redis_url), Keys(), pools)
 
 
 def submit(stack: Stack, per_queue: dict[str, int], failing: int = 0) -> set[str]:
@@ -282,14 +284,18 @@ def run_workload(
 
 
 @contextlib.contextmanager
-def running_stack(workdir: Path) -> Iterator[Stack]:
+def running_stack(
+    workdir: Path,
+    pools: dict[str, Any] | None = None,
+    nodes: tuple[NodePool, ...] = (NodePool("default", 3),),
+    faults: FaultConfig | None = None,
+) -> Iterator[Stack]:
+    """Redis, the simulator (`nodes`; by default 20% of pod creates answered 429), two
+    dispatchers, a watcher and Prometheus, for the pools file `pools` (default POOLS)."""
     server = embedded_redis.start()
-    faults = FaultConfig(throttle=0.2, retry_after=0, scope="pod-creates")
-    cluster = start_sim(
-        SimConfig(pools=(NodePool("default", 3),), faults=faults, seed=7),
-        workdir / "kubeconfig",
-    )
-    stack = Stack(workdir=workdir, redis_url=server.url, prometheus_url="")
+    faults = faults or FaultConfig(throttle=0.2, retry_after=0, scope="pod-creates")
+    cluster = start_sim(SimConfig(pools=nodes, faults=faults, seed=7), workdir / "kubeconfig")
+    stack = Stack(workdir=workdir, redis_url=server.url, prometheus_url="", pools=pools or POOLS)
     try:
         start_components(stack, cluster.kubeconfig)
         start_prometheus(stack)
