@@ -90,6 +90,11 @@ async def _serve(config: SimConfig, kubeconfig_out: Path | None) -> None:
     show_default=True,
     help="Changes kept for watch resume; older resourceVersions get 410 Gone.",
 )
+@click.option(
+    "--api-only",
+    is_flag=True,
+    help="Serve the API alone: no nodes, scheduler or kubelets (objects change only by request).",
+)
 @click.option("--seed", type=int, help="Seed for faults and timings (reproducible runs).")
 @click.option("--latency", default=0.0, help="Fault: seconds added to every answer.")
 @click.option("--latency-jitter", default=0.0, help="Fault: plus up to this many seconds.")
@@ -113,14 +118,17 @@ def sim(
     kubeconfig_out: Path | None,
     context: str,
     watch_window: int,
+    api_only: bool,
     seed: int | None,
     **faults: object,
 ) -> None:
     """Run a simulated Kubernetes cluster: API server, scheduler and kubelets."""
     if watch_window < 1:
         raise click.BadParameter("must be at least 1", param_hint="--watch-window")
+    if api_only and node_specs:
+        raise click.UsageError("--api-only and --nodes exclude each other")
     config = SimConfig(
-        pools=_pools(node_specs),
+        pools=() if api_only else _pools(node_specs),
         port=port,
         host=host,
         context=context,

@@ -123,14 +123,20 @@ def check_name(resource: str, name: str, field: str = "metadata.name") -> list[C
     return [] if _SUBDOMAIN_RE.match(name) else [_invalid(field, name, SUBDOMAIN_MSG)]
 
 
-def _check_key(key: str, field: str) -> list[Cause]:
+@lru_cache(maxsize=4096)  # label and annotation keys repeat across objects
+def _check_key(key: str, field: str) -> tuple[Cause, ...]:
     prefix, _, name = key.rpartition("/")
     causes: list[Cause] = []
     if prefix and not _SUBDOMAIN_RE.match(prefix):
         causes.append(_invalid(field, key, "prefix part " + SUBDOMAIN_MSG))
     if not name or len(name) > 63 or not _QUALIFIED_RE.match(name):
         causes.append(_invalid(field, key, QUALIFIED_MSG))
-    return causes
+    return tuple(causes)
+
+
+@lru_cache(maxsize=4096)
+def _label_value_ok(value: str) -> bool:
+    return len(value) <= 63 and bool(_LABEL_VALUE_RE.match(value))
 
 
 def check_metadata(resource: str, meta: dict) -> list[Cause]:
@@ -142,7 +148,7 @@ def check_metadata(resource: str, meta: dict) -> list[Cause]:
         causes.extend(check_name(resource, name))
     for key, value in (meta.get("labels") or {}).items():
         causes.extend(_check_key(key, "metadata.labels"))
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE_RE.match(value):
+        if not isinstance(value, str) or not _label_value_ok(value):
             causes.append(_invalid("metadata.labels", value, LABEL_VALUE_MSG))
     for key in meta.get("annotations") or {}:
         causes.extend(_check_key(key, "metadata.annotations"))
@@ -213,12 +219,46 @@ def check_pod_spec(spec: dict) -> list[Cause]:
     return causes
 
 
+def _decode_error(kind: str, detail: str) -> status.ApiError:
+    return status.bad_request(f'{kind} in version "v1" cannot be handled as a {kind}: {detail}')
+
+
+def _check_meta_shape(kind: str, meta: dict) -> None:
+    for key in ("labels", "annotations"):
+        values = meta.get(key)
+        if values is not None and not (
+            isinstance(values, dict) and all(isinstance(v, str) for v in values.values())
+        ):
+            raise _decode_error(
+                kind,
+                f"json: cannot unmarshal {_go_type(values)} into Go struct field "
+                f"ObjectMeta.metadata.{key} of type map[string]string",
+            )
+
+
+def _check_pod_shape(spec: dict) -> None:
+    for list_field in ("containers", "initContainers"):
+        items = spec.get(list_field)
+        if items is not None and not (
+            isinstance(items, list) and all(isinstance(c, dict) for c in items)
+        ):
+            raise _decode_error(
+                "Pod",
+                f"json: cannot unmarshal {_go_type(items)} into Go struct field "
+                f"PodSpec.spec.{list_field} of type []v1.Container",
+            )
+        for container in items or []:
+            resources = container.get("resources") or {}
+            for values in (resources.get("limits") or {}, resources.get("requests") or {}):
+                for raw in values.values():
+                    try:
+                        parse_quantity(raw)
+                    except ValueError as e:
+                        raise _decode_error("Pod", str(e)) from e
+
+
 def decode_check(kind: str, obj: Any) -> None:
     """The shape checks a Go decoder would fail on: 400 BadRequest, like the real server."""
-
-    def fail(detail: str) -> status.ApiError:
-        return status.bad_request(f'{kind} in version "v1" cannot be handled as a {kind}: {detail}')
-
     if not isinstance(obj, dict):
         raise status.bad_request(
             f"the object provided is unrecognized (must be of type {kind}): couldn't get "
@@ -228,29 +268,13 @@ def decode_check(kind: str, obj: Any) -> None:
         )
     for key in ("metadata", "spec", "status"):
         if key in obj and obj[key] is not None and not isinstance(obj[key], dict):
-            raise fail(
-                f"json: cannot unmarshal {_go_type(obj[key])} into Go struct field {kind}.{key}"
+            raise _decode_error(
+                kind,
+                f"json: cannot unmarshal {_go_type(obj[key])} into Go struct field {kind}.{key}",
             )
-    if kind != "Pod":
-        return
-    spec = obj.get("spec") or {}
-    for list_field in ("containers", "initContainers"):
-        items = spec.get(list_field)
-        if items is not None and not (
-            isinstance(items, list) and all(isinstance(c, dict) for c in items)
-        ):
-            raise fail(
-                f"json: cannot unmarshal {_go_type(items)} into Go struct field "
-                f"PodSpec.spec.{list_field} of type []v1.Container"
-            )
-        for container in items or []:
-            resources = container.get("resources") or {}
-            for values in (resources.get("limits") or {}, resources.get("requests") or {}):
-                for raw in values.values():
-                    try:
-                        parse_quantity(raw)
-                    except ValueError as e:
-                        raise fail(str(e)) from e
+    _check_meta_shape(kind, obj.get("metadata") or {})
+    if kind == "Pod":
+        _check_pod_shape(obj.get("spec") or {})
 
 
 def _go_type(value: Any) -> str:

@@ -284,3 +284,18 @@ def test_kubeconfig_document(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(ValueError):
         kubeconfig.document([("a", "x"), ("a", "y")])
+
+
+def test_wrongly_shaped_objects_are_decode_errors() -> None:
+    with pytest.raises(ApiError) as err:
+        validation.decode_check("Pod", {"metadata": {"labels": ["a"]}})
+    assert err.value.code == 400
+    assert "cannot unmarshal array into Go struct field ObjectMeta.metadata.labels" in str(
+        err.value.message
+    )
+    with pytest.raises(ApiError) as err:
+        validation.decode_check("Pod", {"spec": {"containers": {"name": "x"}}})
+    assert "PodSpec.spec.containers of type []v1.Container" in err.value.message
+    with pytest.raises(ApiError) as err:
+        validation.decode_check("Pod", [1])
+    assert err.value.message.startswith("the object provided is unrecognized (must be of type Pod)")
