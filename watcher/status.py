@@ -31,6 +31,7 @@ from kubequeue.messages import EventType, TaskEvent
 from kubequeue.pools import PoolsConfig
 from kubequeue.watcher.publisher import STARTUP_KEEP
 
+sleep = time.sleep  # between --watch refreshes (a seam for tests)
 PENDING_STATES = frozenset({"dispatched", "pod_created", "scheduled", "started", "requeued"})
 
 
@@ -201,7 +202,7 @@ def queues_command(
         with Live(_screen(client, s.keys, config, tail), console=console,
                   auto_refresh=False) as live:  # fmt: skip
             while True:
-                time.sleep(interval)
+                sleep(interval)
                 live.update(_screen(client, s.keys, config, tail), refresh=True)
     except KeyboardInterrupt:
         pass

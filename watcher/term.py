@@ -119,6 +119,10 @@ class Term:
                 loop.stop()
             for t in threads:
                 t.join(timeout=10)
+            # A follower exports no stale gauges: only the leader's count.
+            self._in_flight.set({})
+            metrics.QUEUE_DEPTH.clear()
+            metrics.OLDEST_QUEUED_AGE.clear()
             log.info("watcher term ended: %s", self.ended)
 
     def _load(self) -> bool:

@@ -112,3 +112,24 @@ def test_watcher_with_a_bad_pools_file_names_the_line(redis_url: str, tmp_path: 
     ])  # fmt: skip
     assert result.exit_code == 1
     assert f"{bad}:4: pools.gpu.maxInFlight" in result.output, result.output
+
+
+def test_queues_watch_refreshes_until_interrupted(
+    redis_url: str, pools_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubequeue.watcher import status
+
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(status, "sleep", sleep)
+    result = CliRunner().invoke(main, [
+        "queues", "--redis-url", redis_url, "--pools", str(pools_path), "--watch",
+        "--interval", "0.5",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sleeps == [0.5, 0.5] and "kubequeue queues" in result.output
