@@ -5,13 +5,16 @@ parameters KEDA's redis scaler knows (the CRD leaves them a free-form string map
 from __future__ import annotations
 
 import json
+import time
 
 import fakeredis
 import pytest
 import rq
 
-from kubequeue import pools
+from kubequeue import pools, queues
+from kubequeue.client import Client
 from kubequeue.keys import Keys
+from kubequeue.messages import TaskKey, TaskSpec
 from tests.deploy.manifests import SCHEMAS, Obj, of_kind, one, render
 
 KEDA_TARGETS = ("overlays/production", "overlays/remote-cluster")
@@ -23,13 +26,28 @@ def rq_list_key(queue: str) -> str:
     return f"rq:queue:{Keys().rq_queue(queue)}"
 
 
-def test_rq_list_key_is_what_rq_uses() -> None:
+def test_trigger_list_is_where_submitted_specs_wait() -> None:
+    """What KEDA measures is what the client fills: submit specs, LLEN the trigger's list."""
     connection = fakeredis.FakeRedis()
-    queue = rq.Queue(Keys().rq_queue("default"), connection=connection)
-    queue.enqueue("builtins.print", "x")
-    assert queue.key == rq_list_key("default") == "rq:queue:kubequeue.default"
-    assert connection.type(queue.key) == b"list"
-    assert connection.llen(queue.key) == 1
+    config = pools.parse("pools:\n  p: {image: img}\nqueues: {default: p}\n")
+    now = time.time()
+    specs = [
+        TaskSpec(
+            id=f"id-{i}",
+            key=TaskKey(dag_id="d", task_id=f"t{i}", run_id="r", try_number=1),
+            queue="default",
+            command=["true"],
+            queued_at=now,
+            expires_at=now + 600,
+        )
+        for i in range(3)
+    ]
+    assert not Client(connection, Keys(), config).submit(specs)
+    assert rq_list_key("default") == "rq:queue:kubequeue.default"
+    assert queues.queue_key(Keys(), "default") == rq_list_key("default")
+    assert rq.Queue(Keys().rq_queue("default"), connection=connection).key == rq_list_key("default")
+    assert connection.type(rq_list_key("default")) == b"list"
+    assert connection.llen(rq_list_key("default")) == 3
 
 
 def _queues(objs: tuple[Obj, ...]) -> set[str]:
