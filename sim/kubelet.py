@@ -18,7 +18,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +90,7 @@ class Kubelet:
         self.nodes = nodes
         self.rng = rng
         self.timers: dict[PodKey, Timer] = {}
-        self.fired: dict[PodKey, Counter[str]] = {}
+        self.fired: dict[PodKey, dict[str, int]] = {}
         self.on_node: dict[str, set[PodKey]] = {name: set() for name in nodes}
         self.evictions: dict[PodKey, asyncio.TimerHandle] = {}
         self.processes = ProcessRunner(store, self._exited)
@@ -146,7 +145,7 @@ class Kubelet:
         if not stages:
             return
         stage = stages[0] if len(stages) == 1 else self._pick(stages)
-        fired = self.fired[key][stage.name] if key in self.fired else 0
+        fired = self.fired[key].get(stage.name, 0) if key in self.fired else 0
         delay = stage.seconds(pod, self.rng, fired)
         handle = asyncio.get_running_loop().call_later(delay, self._fire, key, stage, uid, delay)
         self.timers[key] = Timer(uid, stage.name, handle, delay)
@@ -162,10 +161,11 @@ class Kubelet:
         rt = self.nodes[pod["spec"]["nodeName"]]
         if not rt.ready:
             return
-        if not stage.matches(pod, rt.mode):  # changed since; the listener chose anew
-            self._evaluate(key, pod, rt)
-            return
-        self.fired.setdefault(key, Counter())[stage.name] += 1
+        # No need to match again: every change since went through _evaluate, which keeps
+        # the timer only while its stage still matches.
+        if any(d.backoff for d in stage.delay):  # only back-off delays count repeats
+            counts = self.fired.setdefault(key, {})
+            counts[stage.name] = counts.get(stage.name, 0) + 1
         ctx = Context(rt.name, rt.ip, rt.pod_ip, delay=delay)
         if rt.mode == "process" and _starts_containers(stage):
             self.starting[key] = asyncio.create_task(self._start(key, pod, stage, ctx))
