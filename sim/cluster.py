@@ -28,7 +28,7 @@ from typing import Any, Literal
 from kubequeue.errors import ConfigError
 from kubequeue.naming import LABEL_POOL, safe_label_value
 from kubequeue.sim.kubelet import Kubelet, NodeRuntime
-from kubequeue.sim.podstatus import rfc3339
+from kubequeue.sim.podstatus import micro_time, rfc3339
 from kubequeue.sim.quantity import QuantityError, parse_quantity
 from kubequeue.sim.scheduler import Scheduler
 from kubequeue.sim.stages import StageError, load_profile
@@ -265,6 +265,18 @@ def node_object(pool: NodePool, index: int, number: int) -> dict[str, Any]:
     }
 
 
+def node_lease(name: str, uid: str) -> dict[str, Any]:
+    """The node's heartbeat Lease in kube-node-lease (`kubectl describe node` shows it).
+    Simulated kubelets never renew it: nothing in the simulator reads it."""
+    owner = {"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": [owner]},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_time()},
+    }
+
+
 def node_ip(number: int) -> str:
     return f"10.0.{number // 250}.{number % 250 + 2}"
 
@@ -301,15 +313,21 @@ class Cluster:
     def install(self) -> None:
         """Register the nodes and start listening to the store."""
         for node in self.nodes:
-            try:
-                self.store.create("nodes", node)
-            except ApiError as e:
-                if e.code != 409:
-                    raise
-                log.info("node %s already exists; keeping it", node["metadata"]["name"])
+            node = self._create(node)
+            self._create(node_lease(node["metadata"]["name"], node["metadata"].get("uid", "")))
         self.scheduler.load()
         self.store.add_listener(self._on_change)
         self._installed = True
+
+    def _create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        resource = "nodes" if obj["kind"] == "Node" else "leases"
+        try:
+            return self.store.create(resource, obj)
+        except ApiError as e:
+            if e.code != 409:
+                raise
+            log.info("%s %s already exists; keeping it", resource, obj["metadata"]["name"])
+            return obj
 
     def _on_change(self, kind: str, resource: str, obj: dict) -> None:
         if resource == "pods":

@@ -310,3 +310,23 @@ def test_stopping_the_simulator_kills_its_processes(make: Make, tmp_path: Path) 
     pid = _pid(out)
     instance.stop()
     wait_for(lambda: not _alive(pid), timeout=5, what="the process to be killed")
+
+
+def test_many_processes_run_at_once(make: Make, tmp_path: Path) -> None:
+    """Twenty containers that each wait for all the others to have started: they can only
+    finish if the kubelet runs them side by side."""
+    _, api = make("proc=2:kubelet=process:profile=fast")
+    n = 20
+    script = (
+        "import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); (d / sys.argv[2]).touch()\n"
+        f"while len(list(d.iterdir())) < {n}: time.sleep(0.02)\n"
+        "print('all', flush=True)"
+    )
+    for i in range(n):
+        api.create_namespaced_pod(
+            NS, pod(f"c{i}", command=["python", "-c", script, str(tmp_path), str(i)])
+        )
+    for i in range(n):
+        done = wait_for(phase(api, f"c{i}", "Succeeded", "Failed"), timeout=60, what=f"c{i}")
+        assert done.status.phase == "Succeeded"
+        assert log_of(api, f"c{i}") == "all\n"

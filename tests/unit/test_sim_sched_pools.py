@@ -117,3 +117,23 @@ def test_quantity_units_round_up() -> None:
 def test_bad_quantities(text: str) -> None:
     with pytest.raises(QuantityError, match="quantities must match the regular expression"):
         parse_quantity(text)
+
+
+def test_install_registers_nodes_and_leases_once() -> None:
+    store = Store()
+    Cluster(store, [NodePool("a", 2)]).install()
+    Cluster(store, [NodePool("a", 2)]).install()  # a restart keeps what is there
+    assert sorted(n["metadata"]["name"] for n in store.list("nodes")) == ["a-0", "a-1"]
+    lease = store.get("leases", "kube-node-lease", "a-1")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "a-1"
+
+
+def test_old_events_expire_and_their_number_is_capped() -> None:
+    store = Store()
+    cluster = Cluster(store, [NodePool("a", 1)])
+    cluster.install()
+    for i in range(5):
+        store.create("events", {"metadata": {"name": f"e{i}", "namespace": "ns"}, "reason": "X"})
+    assert cluster.expire_events(keep=2) == 3
+    assert sorted(e["metadata"]["name"] for e in store.list("events")) == ["e3", "e4"]
+    assert cluster.expire_events(ttl=-1) == 2 and store.list("events") == []
