@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 import redis
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -119,11 +120,12 @@ def _seconds(value: float | None) -> str:
 
 
 def render(snap: Snapshot) -> Group:
-    table = Table(title="kubequeue queues", title_justify="left")
+    table = Table(title="kubequeue queues", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)  # fmt: skip
     for name, justify in [
         ("queue", "left"), ("pool", "left"), ("queued", "right"), ("oldest", "right"),
-        ("pending", "right"), ("running", "right"), ("succeeded", "right"),
-        ("failed", "right"), ("top failure", "left"), ("start-up p50", "right"),
+        ("pending", "right"), ("running", "right"), ("ok", "right"),
+        ("failed", "right"), ("top failure", "left"), ("p50", "right"),
         ("p95", "right"), ("n", "right"),
     ]:  # fmt: skip
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -139,8 +141,9 @@ def render(snap: Snapshot) -> Group:
         f"{pool} {used}/{'∞' if cap is None else cap}" for pool, (used, cap) in snap.slots.items()
     )
     footer = Text(
-        f"in-flight slots: {slots}    succeeded/failed: last {snap.tail} events    "
-        f"start-up: queued → running, last {STARTUP_KEEP} per queue    "
+        f"in-flight slots: {slots}\n"
+        f"ok/failed: among the last {snap.tail} events; p50/p95: task start-up latency "
+        f"(queued → running) of the last n ≤ {STARTUP_KEEP} start-ups; "
         f"{time.strftime('%H:%M:%S', time.localtime(snap.taken_at))}",
         style="dim",
     )
