@@ -128,7 +128,7 @@ def render(snap: Snapshot) -> Group:
         ("failed", "right"), ("top failure", "left"), ("p50", "right"),
         ("p95", "right"), ("n", "right"),
     ]:  # fmt: skip
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in snap.rows:
         top = ", ".join(f"{reason} {n}" for reason, n in r.reasons.most_common(1))
         table.add_row(
