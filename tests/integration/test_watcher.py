@@ -413,3 +413,53 @@ def test_two_services_in_one_process_never_publish_twice(fast_sim: Sim, redis_ur
     finally:
         a.stop()
         b.stop()
+
+
+def test_one_watch_per_context_and_namespace(
+    sim_factory: Callable[[SimConfig], Sim], redis_url: str, tmp_path: Path
+) -> None:
+    """Pools in two clusters (kube contexts) and two namespaces: every pod is followed."""
+    from kubequeue import sim as simulator
+    from kubequeue.watcher.service import api_clients
+
+    fast = (NodePool("default", 2, profile="fast"),)
+    east = sim_factory(SimConfig(pools=fast, context="east"))
+    west = sim_factory(SimConfig(pools=fast, context="west"))
+    kubeconfig = tmp_path / "kubeconfig"
+    simulator.write_kubeconfig(kubeconfig, [east, west], current="east")
+    pools = {
+        "a": PoolPolicy("a", NS, context="east"),
+        "b": PoolPolicy("b", NS, context="west"),
+        "c": PoolPolicy("c", "batch", context="east"),
+    }
+    h = Harness(east, redis_url, pools)
+    h.core.create_namespace({"metadata": {"name": "batch"}})
+    apis = api_clients(str(kubeconfig), pools)
+    assert set(apis) == {None, "east", "west"}
+    service = Service(redis=h.redis, keys=h.keys, pools=pools, queue_names=["default"],
+                      apis=apis, lease_namespace=NS, identity="multi", lease_duration=3.0,
+                      timing=Timing(sweep_interval=0.2))  # fmt: skip
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: service.term, 15, "leadership")
+        assert service.term is not None
+        assert sorted(loop.name for loop in service.term.loops) == [
+            "east/batch", "east/default", "west/default"]  # fmt: skip
+        cores = {ctx: kubernetes.client.CoreV1Api(api) for ctx, api in apis.items()}
+        cores["east"].create_namespaced_pod(NS, task_pod(pool="a"))
+        cores["west"].create_namespaced_pod(NS, task_pod(pool="b"))
+        cores["east"].create_namespaced_pod("batch", task_pod(pool="c"))
+
+        def three_finished() -> dict[str, list[TaskEvent]] | None:
+            got = h.events()
+            return got if sum(e.terminal for evs in got.values() for e in evs) == 3 else None
+
+        events = wait_for(three_finished, 30, "3 tasks")
+        assert sorted((evs[-1].pool, evs[-1].namespace) for evs in events.values()) == [
+            ("a", NS), ("b", NS), ("c", "batch")]  # fmt: skip
+        assert_exactly_once(events, list(events))
+    finally:
+        stop.set()
+        thread.join(30)
