@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kubequeue.sim.fit import tolerates
 from kubequeue.sim.podstatus import Context, apply, new_event, rfc3339, set_condition
 from kubequeue.sim.process import PodKey, ProcessRunner
-from kubequeue.sim.scheduler import tolerates
 from kubequeue.sim.stages import KubeletMode, Profile, Stage, is_terminal
 from kubequeue.sim.status import ApiError
 from kubequeue.sim.store import Store

@@ -335,6 +335,17 @@ def _events(pod: Mapping[str, Any], spec: Mapping[str, Any], ctx: Context) -> li
     return out
 
 
+def reference(pod: Mapping[str, Any], field_path: str = "") -> dict[str, Any]:
+    """An event's involvedObject: the pod (and the container, as `spec.containers{name}`)."""
+    meta = pod["metadata"]
+    ref = {"kind": "Pod", "namespace": meta.get("namespace", "default"), "name": meta["name"]}
+    ref.update(uid=meta.get("uid", ""), apiVersion="v1")
+    ref["resourceVersion"] = meta.get("resourceVersion", "")
+    if field_path:
+        ref["fieldPath"] = field_path
+    return ref
+
+
 def new_event(
     pod: Mapping[str, Any],
     reason: str,
@@ -352,16 +363,7 @@ def new_event(
     the events.k8s.io recorder kube-scheduler uses."""
     meta = pod["metadata"]
     t = time.time() if when is None else when
-    ref: dict[str, Any] = {
-        "kind": "Pod",
-        "namespace": meta.get("namespace", "default"),
-        "name": meta["name"],
-        "uid": meta.get("uid", ""),
-        "apiVersion": "v1",
-        "resourceVersion": meta.get("resourceVersion", ""),
-    }
-    if field_path:
-        ref["fieldPath"] = field_path
+    ref = reference(pod, field_path)
     event: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Event",

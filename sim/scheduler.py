@@ -16,15 +16,14 @@ are taken round-robin (no scoring), which spreads pods as LeastAllocated roughly
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubequeue.sim.fit import Demand, NodeInfo, pod_requests
 from kubequeue.sim.podstatus import new_event, rfc3339, set_condition
-from kubequeue.sim.quantity import QuantityError, amount
 from kubequeue.sim.status import ApiError
 from kubequeue.sim.store import Store
 
@@ -35,165 +34,6 @@ ROUND_BUDGET = 500  # binds per loop turn, so a burst of pods cannot stall the A
 _TERMINAL = ("Succeeded", "Failed")
 _NOT_HELPFUL = "Preemption is not helpful for scheduling"
 _NO_VICTIMS = "No preemption victims found for incoming pod"
-
-
-# -- filters (pure) -----------------------------------------------------------------------
-def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
-    """core/v1 Toleration.ToleratesTaint."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if toleration.get("operator") == "Exists":
-        return not key or key == taint.get("key")
-    return key == taint.get("key") and (toleration.get("value") or "") == (taint.get("value") or "")
-
-
-def untolerated_taint(taints: list[dict], tolerations: list[dict]) -> dict | None:
-    for taint in taints:
-        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
-            continue  # PreferNoSchedule only lowers a node's score
-        if not any(tolerates(t, taint) for t in tolerations):
-            return taint
-    return None
-
-
-def _requirement(expr: Mapping[str, Any], value: str | None) -> bool:
-    op, values = expr.get("operator"), expr.get("values") or []
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    if op in ("Gt", "Lt") and value is not None and len(values) == 1:
-        try:
-            mine, theirs = int(value), int(values[0])
-        except ValueError:
-            return False
-        return mine > theirs if op == "Gt" else mine < theirs
-    return False
-
-
-def matches_term(term: Mapping[str, Any], labels: Mapping[str, str], name: str) -> bool:
-    """A nodeSelectorTerm: all its expressions hold; an empty term matches nothing."""
-    exprs = term.get("matchExpressions") or []
-    fields = term.get("matchFields") or []
-    if not exprs and not fields:
-        return False
-    return all(_requirement(e, labels.get(e.get("key", ""))) for e in exprs) and all(
-        _requirement(f, name if f.get("key") == "metadata.name" else None) for f in fields
-    )
-
-
-def node_affinity_terms(spec: Mapping[str, Any]) -> list[dict] | None:
-    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ) or {}
-    return required.get("nodeSelectorTerms") if required else None
-
-
-def pod_requests(spec: Mapping[str, Any]) -> dict[str, int]:
-    """Effective requests: containers summed, the largest init container, plus overhead;
-    a limit stands in for a missing request (the API defaults requests to limits)."""
-
-    def of(container: Mapping[str, Any]) -> dict[str, int]:
-        res = container.get("resources") or {}
-        merged = {**(res.get("limits") or {}), **(res.get("requests") or {})}
-        out = {}
-        for name, qty in merged.items():
-            try:
-                out[name] = amount(name, qty)
-            except QuantityError:
-                continue  # the API rejects bad quantities; never crash on one here
-        return out
-
-    total: Counter[str] = Counter()
-    for c in spec.get("containers") or ():
-        total.update(of(c))
-    for c in spec.get("initContainers") or ():
-        for name, value in of(c).items():
-            total[name] = max(total[name], value)
-    total.update(of({"resources": {"requests": spec.get("overhead") or {}}}))
-    return {k: v for k, v in total.items() if v}
-
-
-@dataclass
-class NodeInfo:
-    name: str
-    labels: Mapping[str, str]
-    taints: list[dict]
-    allocatable: dict[str, int]
-    unschedulable: bool = False
-    used: Counter[str] = field(default_factory=Counter)
-
-    @classmethod
-    def of(cls, node: Mapping[str, Any]) -> NodeInfo:
-        alloc = {}
-        for name, qty in ((node.get("status") or {}).get("allocatable") or {}).items():
-            try:
-                alloc[name] = amount(name, qty)
-            except QuantityError:
-                continue
-        spec = node.get("spec") or {}
-        return cls(
-            name=node["metadata"]["name"],
-            labels=node["metadata"].get("labels") or {},
-            taints=list(spec.get("taints") or ()),
-            allocatable=alloc,
-            unschedulable=bool(spec.get("unschedulable")),
-        )
-
-    def static_reason(self, demand: Demand) -> str | None:
-        """Why the pod can never go here while the node stays as it is; None if it may."""
-        if self.unschedulable:
-            return "node(s) were unschedulable"
-        taint = untolerated_taint(self.taints, demand.tolerations)
-        if taint is not None:
-            return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
-        selector = demand.node_selector
-        if any(self.labels.get(k) != v for k, v in selector.items()) or (
-            demand.terms is not None
-            and not any(matches_term(t, self.labels, self.name) for t in demand.terms)
-        ):
-            return "node(s) didn't match Pod's node affinity/selector"
-        return None
-
-    def lacks(self, requests: Mapping[str, int]) -> list[str]:
-        """NodeResourcesFit: every resource the node is short of."""
-        out = []
-        if self.used["pods"] + 1 > self.allocatable.get("pods", 0):
-            out.append("Too many pods")
-        for name, want in requests.items():
-            if self.used[name] + want > self.allocatable.get(name, 0):
-                out.append(f"Insufficient {name}")
-        return out
-
-
-@dataclass
-class Demand:
-    """What the pods of one group need; the group key is its JSON."""
-
-    requests: dict[str, int]
-    node_selector: dict[str, str]
-    terms: list[dict] | None
-    tolerations: list[dict]
-
-    @classmethod
-    def of(cls, spec: Mapping[str, Any]) -> tuple[str, Demand]:
-        demand = cls(
-            pod_requests(spec),
-            dict(spec.get("nodeSelector") or {}),
-            node_affinity_terms(spec),
-            list(spec.get("tolerations") or ()),
-        )
-        key = json.dumps(
-            [demand.requests, demand.node_selector, demand.terms, demand.tolerations],
-            sort_keys=True,
-        )
-        return key, demand
 
 
 @dataclass

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from kubequeue.sim.cluster import NodePool, Taint, node_object
-from kubequeue.sim.scheduler import Scheduler, pod_requests, tolerates
+from kubequeue.sim.fit import pod_requests, tolerates
+from kubequeue.sim.scheduler import Scheduler
 from kubequeue.sim.store import Store
 
 
