@@ -274,6 +274,8 @@ def apply(
         status.update(hostIP=ctx.host_ip, hostIPs=[{"ip": ctx.host_ip}])
         status.setdefault("startTime", now)
         set_condition(status, "Initialized", True, now)
+        if not any(c.get("type") == "PodScheduled" for c in status["conditions"]):
+            set_condition(status, "PodScheduled", True, now)  # bound by spec.nodeName
     if "sandbox" in nxt:
         set_condition(status, "PodReadyToStartContainers", bool(nxt["sandbox"]), now)
         if nxt["sandbox"] and not status.get("podIP"):

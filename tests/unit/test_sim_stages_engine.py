@@ -170,3 +170,13 @@ def test_unknown_profile_lists_the_builtin_ones() -> None:
         load_profile("slow")
     with pytest.raises(StageError, match=r"profile file /nowhere\.yaml does not exist"):
         load_profile("/nowhere.yaml")
+
+
+def test_a_pod_bound_by_its_spec_gets_pod_scheduled_on_admission() -> None:
+    pod = base_pod()
+    pod["status"] = {}
+    admitted, _ = apply(pod, {"admit": True}, Context("n", "10.0.0.2"))
+    assert admitted is not None
+    kinds = [(c["type"], c["status"]) for c in admitted["status"]["conditions"]]
+    assert kinds == [("Initialized", "True"), ("PodScheduled", "True")]
+    assert admitted["status"]["phase"] == "Pending"
