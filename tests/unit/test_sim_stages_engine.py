@@ -178,5 +178,10 @@ def test_a_pod_bound_by_its_spec_gets_pod_scheduled_on_admission() -> None:
     admitted, _ = apply(pod, {"admit": True}, Context("n", "10.0.0.2"))
     assert admitted is not None
     kinds = [(c["type"], c["status"]) for c in admitted["status"]["conditions"]]
-    assert kinds == [("Initialized", "True"), ("PodScheduled", "True")]
+    assert kinds == [
+        ("Initialized", "True"),
+        ("Ready", "False"),
+        ("ContainersReady", "False"),
+        ("PodScheduled", "True"),
+    ]
     assert admitted["status"]["phase"] == "Pending"
