@@ -89,9 +89,9 @@ def dispatcher(
         )
         pools = load(settings.pools_file)
         served = _served_queues(pools, queue_list)
+        apis = _api_clients(pools, served, settings.kubeconfig, concurrency + 2)
         client = settings.redis()
         ping_redis(client, settings.redis_url)
-        apis = _api_clients(pools, served, settings.kubeconfig, concurrency)
     except KubeQueueError as e:
         raise click.ClickException(str(e)) from e
     opts = Options(
@@ -99,6 +99,7 @@ def dispatcher(
         name=(name or f"{socket.gethostname()}-{os.getpid()}").replace(":", "-"),
         concurrency=concurrency,
         lease=lease,
+        reap_every=min(5.0, lease / 2),
         events_maxlen=settings.events_maxlen,
     )
     handler = Handler(pools, apis, retry_for=retry_for)

@@ -73,9 +73,15 @@ def api_client(
                 persist_config=False,
             )
     except kubernetes.config.ConfigException as e:
-        where = "in-cluster config" if kubeconfig is None else f"kubeconfig {kubeconfig}"
+        if kubeconfig is None:
+            raise ConfigError(
+                f"cannot load in-cluster config: {truncate(str(e), 300)} (outside a pod, set "
+                "KUBEQUEUE_KUBECONFIG or --kubeconfig)"
+            ) from e
         ctx = f" (context {context!r})" if context else ""
-        raise ConfigError(f"cannot load {where}{ctx}: {truncate(str(e), 300)}") from e
+        raise ConfigError(
+            f"cannot load kubeconfig {kubeconfig}{ctx}: {truncate(str(e), 300)}"
+        ) from e
     except OSError as e:
         raise ConfigError(f"cannot read kubeconfig {kubeconfig}: {e.strerror or e}") from e
     configuration.retries = False
