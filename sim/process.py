@@ -179,7 +179,7 @@ class ProcessRunner:
         for container in pod["spec"].get("containers") or ():
             try:
                 running = await self._spawn(pod, container)
-            except (StartError, OSError) as e:
+            except (StartError, OSError, ValueError) as e:  # ValueError: bad Secret data
                 failed[container["name"]] = f"failed to start container: {e}"
                 continue
             self.pods.setdefault(key, {})[container["name"]] = running
@@ -205,9 +205,20 @@ class ProcessRunner:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # its own process group: signals reach its children
             )
-        except OSError:
+        except OSError as e:
             if ours:
                 shutil.rmtree(ours, ignore_errors=True)
+            if isinstance(e, FileNotFoundError | PermissionError):
+                # as containerd words it, so the message reads like a real cluster's
+                why = (
+                    "executable file not found in $PATH"
+                    if isinstance(e, FileNotFoundError)
+                    else "permission denied"
+                )
+                raise StartError(
+                    "OCI runtime create failed: unable to start container process: "
+                    f'exec: "{words[0]}": {why}: unknown'
+                ) from e
             raise
         _LIVE.add(proc.pid)
         return Running(pod["metadata"].get("uid", ""), container["name"], proc, ours)

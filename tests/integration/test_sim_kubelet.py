@@ -250,13 +250,23 @@ def test_process_env_expansion_and_references(make: Make) -> None:
     assert log_of(api, "env") == "hello-world env red\nhello-world $(GREETING)\n"
 
 
-def test_process_without_command_fails_to_start(make: Make) -> None:
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (None, 'container "base" has no command'),
+        (["no-such-tool"], 'exec: "no-such-tool": executable file not found in $PATH'),
+    ],
+)
+def test_process_that_cannot_start_fails(
+    make: Make, command: list[str] | None, message: str
+) -> None:
     _, api = make("proc=1:kubelet=process:profile=fast")
-    api.create_namespaced_pod(NS, pod("nocmd"))
+    api.create_namespaced_pod(NS, pod("nocmd", command=command))
     failed = wait_for(phase(api, "nocmd", "Failed"), what="StartError")
     term = failed.status.container_statuses[0].state.terminated
     assert (term.exit_code, term.reason) == (128, "StartError")
-    assert "has no command" in term.message
+    assert message in term.message
+    assert any(r == "Failed" and message in m for r, m in events_of(api, "nocmd"))
 
 
 _TRAP = """
