@@ -182,6 +182,10 @@ class ProcessRunner:
             except (StartError, OSError, ValueError) as e:  # ValueError: bad Secret data
                 failed[container["name"]] = f"failed to start container: {e}"
                 continue
+            except Exception as e:  # a spec the API let through but we cannot run
+                log.exception("process mode: starting %s/%s failed", *key)
+                failed[container["name"]] = f"failed to start container: {e!r}"
+                continue
             self.pods.setdefault(key, {})[container["name"]] = running
             task = asyncio.create_task(self._reap(key, running, container))
             self._tasks.add(task)
