@@ -53,6 +53,12 @@ class Server:
     process: subprocess.Popen[str]
     url: str
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far (Linux /proc)."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
@@ -128,7 +134,7 @@ def _noop(_: int) -> None:
 
 
 async def _watch(url: str, namespace: str, rv: str, expect: int, out: Any) -> None:
-    seen = 0
+    seen = events = 0
     last = 0.0
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -136,12 +142,13 @@ async def _watch(url: str, namespace: str, rv: str, expect: int, out: Any) -> No
         async with session.get(f"{url}/api/v1/namespaces/{namespace}/pods", params=params) as r:
             out.put(("ready", 0, 0.0))
             async for line in r.content:
+                events += 1
                 if b'"ADDED"' in line[:20]:
                     seen += 1
                     last = time.time()
                     if seen >= expect:
                         break
-    out.put(("done", seen, last))
+    out.put(("done", events, last))
 
 
 def _watch_process(url: str, namespace: str, rv: str, expect: int, out: Any) -> None:
@@ -149,33 +156,47 @@ def _watch_process(url: str, namespace: str, rv: str, expect: int, out: Any) -> 
 
 
 def fan_out(
-    url: str, namespace: str, pods: int, watchers: int, procs: int, concurrency: int
+    server: Server, namespace: str, pods: int, watchers: int, procs: int, concurrency: int
 ) -> dict[str, Any]:
+    """Create `pods` while `watchers` processes follow them; lag = last ADDED seen after the
+    last create returned (0: every watcher kept up)."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    rv = _current_rv(url)
+    rv = _current_rv(server.url)
     workers = [
-        ctx.Process(target=_watch_process, args=(url, namespace, rv, pods, out))
+        ctx.Process(target=_watch_process, args=(server.url, namespace, rv, pods, out))
         for _ in range(watchers)
     ]
     for w in workers:
         w.start()
     for _ in workers:
         out.get(timeout=60)
-    seconds, errors = create_pods(url, namespace, pods, procs, concurrency)
+    result = timed_creates(server, namespace, pods, procs, concurrency)
     created_at = time.time()
     results = [out.get(timeout=600) for _ in workers]
     for w in workers:
         w.join(30)
     lags = [max(0.0, last - created_at) for _, _, last in results]
     return {
+        **result,
+        "watchers": watchers,
+        "events_seen": [events for _, events, _ in results],
+        "max_lag_s": round(max(lags), 3),
+    }
+
+
+def timed_creates(
+    server: Server, namespace: str, pods: int, procs: int, concurrency: int
+) -> dict[str, Any]:
+    cpu = server.cpu_seconds()
+    seconds, errors = create_pods(server.url, namespace, pods, procs, concurrency)
+    cpu = server.cpu_seconds() - cpu
+    return {
         "pods": pods,
-        "create_seconds": round(seconds, 2),
+        "seconds": round(seconds, 2),
         "creates_per_s": round(pods / seconds, 1),
         "errors": errors,
-        "watchers": watchers,
-        "events_seen": [seen for _, seen, _ in results],
-        "max_lag_s": round(max(lags), 3),
+        "server_cpu_ms_per_create": round(1000 * cpu / pods, 3),
     }
 
 
@@ -215,31 +236,14 @@ def main() -> None:
     args = parser.parse_args()
     nodes = [] if args.api_only else (args.nodes or ["bench=100:pods=110"])
     server = start_server(nodes, ["--api-only"] if args.api_only else [])
+    setting = {"procs": args.procs, "concurrency": args.concurrency, "nodes": nodes}
     try:
         _create_namespace(server.url, "creates")
-        seconds, errors = create_pods(
-            server.url, "creates", args.create_pods, args.procs, args.concurrency
-        )
-        print(
-            json.dumps(
-                {
-                    "run": "creates",
-                    "pods": args.create_pods,
-                    "procs": args.procs,
-                    "concurrency": args.concurrency,
-                    "seconds": round(seconds, 2),
-                    "creates_per_s": round(args.create_pods / seconds, 1),
-                    "errors": errors,
-                    "nodes": nodes,
-                    "cpus": os.cpu_count(),
-                }
-            )
-        )
+        result = timed_creates(server, "creates", args.create_pods, args.procs, args.concurrency)
+        print(json.dumps({"run": "creates", **result, **setting, "cpus": os.cpu_count()}))
         _create_namespace(server.url, "watched")
-        result = fan_out(
-            server.url, "watched", args.pods, args.watchers, args.procs, args.concurrency
-        )
-        print(json.dumps({"run": "watch-fan-out", **result, "nodes": nodes}))
+        fan = fan_out(server, "watched", args.pods, args.watchers, args.procs, args.concurrency)
+        print(json.dumps({"run": "watch-fan-out", **fan, **setting}))
     finally:
         server.stop()
 
