@@ -13,6 +13,7 @@ task and the cluster is empty, so the next phase starts clean.
 from __future__ import annotations
 
 import bisect
+import multiprocessing
 import os
 import statistics
 import sys
@@ -226,9 +227,13 @@ def drain(side: SchedulerSide, counters: Counters, loop_ms: float) -> bool:
     return False
 
 
-def log_to_file(path: Path) -> None:
-    """Send this process's stdout/stderr (and its children's) to a file, so the executors'
-    own logging does not garble the progress display."""
+def become_scheduler(workdir: Path) -> None:
+    """Set up a driver process like a scheduler's: its output (and its children's) goes to
+    a file, so the executors' logging does not garble the progress display, and processes it
+    starts are forked, as Airflow's scheduler forks them on Linux (the driver itself was
+    spawned, and spawned processes spawn their own children by default)."""
+    multiprocessing.set_start_method("fork", force=True)
+    path = workdir / "driver.log"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -160,6 +160,6 @@ def main(
     db: str,
 ) -> None:
     """Process entry point (spawned by the orchestrator)."""
-    driver.log_to_file(Path(workdir) / "driver.log")
+    driver.become_scheduler(Path(workdir))
     side = KESide(system, settings, sim, Path(workdir), Path(db))
     driver.serve(side, system, counters, conn, settings.phase_timeout)

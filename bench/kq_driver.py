@@ -296,7 +296,7 @@ def main(
 ) -> None:
     """Process entry point (spawned by the orchestrator): the executor when a migrated
     Airflow database is given and the executor is installed, else the client."""
-    driver.log_to_file(Path(workdir) / "driver.log")
+    driver.become_scheduler(Path(workdir))
     side: driver.SchedulerSide
     if db and executor_available():
         side = ExecutorSide(settings, redis_url, pools_file, Path(workdir), Path(db))

@@ -107,7 +107,7 @@ def main(
     conn: Connection,
 ) -> None:
     """Process entry point, speaking the same protocol as the executor drivers."""
-    driver.log_to_file(Path(workdir) / "driver.log")
+    driver.become_scheduler(Path(workdir))
     for phase in system.phases:
         payloads = bodies(phase, settings)
         conn.send(("prepared", phase.name))
