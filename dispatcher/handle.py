@@ -72,6 +72,7 @@ class Handler:
     retry_for: float = 60.0  # seconds of 429/5xx/unreachable retries before requeueing
     backoffs: tuple[float, ...] = kube.DEFAULT_BACKOFFS
     stopping: Callable[[], bool] = lambda: False
+    sleep: Callable[[float], object] = time.sleep  # between retries; the loop makes a stop cut it
     clock: Callable[[], float] = time.time
     _core: dict[str, CoreV1Api] = field(default_factory=dict)
 
@@ -149,6 +150,7 @@ class Handler:
             deadline=self.retry_for,
             backoffs=self.backoffs,
             stop_when=lambda: self.stopping() or spec.expired(self.clock()),
+            sleep=self.sleep,
             what=f"create pod {pod['metadata']['name']}",
         )
         try:

@@ -92,8 +92,9 @@ class Dispatcher:
     ) -> None:
         self.redis, self.keys, self.pools, self.options = client, keys, pools, options
         self.handler = handler
-        handler.stopping = self.stopping
         self._stop = threading.Event()
+        handler.stopping = self.stopping
+        handler.sleep = self._stop.wait
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._held: dict[str, queues.Claimed] = {}

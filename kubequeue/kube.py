@@ -223,11 +223,13 @@ def retrying(
     deadline: float | None = None,
     backoffs: Sequence[float] = DEFAULT_BACKOFFS,
     stop_when: Callable[[], bool] | None = None,
+    sleep: Callable[[float], object] | None = None,
     what: str = "Kubernetes API call",
 ) -> tenacity.Retrying:
     """A tenacity policy for calls that raise KubeApiError (wrap client calls with
     `api_error` first): retries retryable errors only, logs `attempt #n/N`, re-raises the
-    last error. `deadline` bounds total seconds; `stop_when` ends early (e.g. on SIGTERM)."""
+    last error. `deadline` bounds total seconds; `stop_when` ends early (e.g. on SIGTERM);
+    `sleep` replaces time.sleep (e.g. an Event's wait, so a stop cuts a long Retry-After)."""
     stops: list[tenacity.stop.stop_base] = []
     if attempts is not None:
         stops.append(tenacity.stop_after_attempt(attempts))
@@ -248,7 +250,9 @@ def retrying(
             exc,
         )
 
+    extra: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
     return tenacity.Retrying(
+        **extra,
         retry=tenacity.retry_if_exception(_is_retryable),
         wait=_wait_backoff(backoffs),
         stop=tenacity.stop_any(*stops) if stops else tenacity.stop_never,
