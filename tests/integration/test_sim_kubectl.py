@@ -120,10 +120,12 @@ def test_get_pods_watch_shows_the_phases(kubectl: Kubectl, env: dict[str, str]) 
         ["kubectl", "get", "pods", "-w"], env=env, stdout=subprocess.PIPE, text=True
     )
     lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(
-        target=lambda: [lines.put(line) for line in watcher.stdout or []], daemon=True
-    )
-    reader.start()
+
+    def read() -> None:
+        for line in watcher.stdout or []:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
     try:
         kubectl("create", "-f", "-", stdin=POD.format(name="watched", pool="proc"))
         statuses: list[str] = []

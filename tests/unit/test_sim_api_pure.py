@@ -58,7 +58,7 @@ def test_field_selectors_and_unsupported_fields() -> None:
 
 
 def test_merge_patch_deletes_with_null_and_never_mutates() -> None:
-    target = {"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"x": 1}}
+    target: dict = {"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"x": 1}}
     result = patch.merge_patch(target, {"metadata": {"labels": {"a": None, "c": "3"}}})
     assert result["metadata"]["labels"] == {"b": "2", "c": "3"}
     assert target["metadata"]["labels"] == {"a": "1", "b": "2"}
