@@ -13,6 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -140,12 +141,28 @@ def wait_healthy(api: AirflowApi, watch: list[Proc], timeout: float = 120.0) -> 
 class ApiError(ProcessError):
     """The Airflow REST API answered with an error."""
 
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 @dataclass(frozen=True)
 class AirflowApi:
     url: str
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, attempts: int = 4) -> Any:
+        """One call; a 5xx "Database error" (SQLite busy while the scheduler writes) is
+        retried: Airflow rolled the transaction back, so nothing happened twice."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._request(method, path, body)
+            except ApiError as e:
+                if attempt == attempts or not (e.status >= 500 and "Database error" in str(e)):
+                    raise
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
+    def _request(self, method: str, path: str, body: Any) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
             self.url + path,
@@ -158,7 +175,7 @@ class AirflowApi:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")[:500]
-            raise ApiError(f"{method} {path}: HTTP {e.code}: {detail}") from e
+            raise ApiError(f"{method} {path}: HTTP {e.code}: {detail}", e.code) from e
         return json.loads(raw) if raw else None
 
     def get(self, path: str, **params: Any) -> Any:

@@ -2,7 +2,9 @@
 
 - During the run, Airflow asks the executor (`get_task_log`, only while the try is
   RUNNING): kubequeue answers with a status line from the tasks hash and the tail of the
-  pod's log, read through the pool's kube context, as the KubernetesExecutor does.
+  pod's log, read through the pool's kube context, as the KubernetesExecutor does — unless
+  the try's log file is already readable here (a log folder shared with the pods, as in the
+  demo), which Airflow shows by itself; reading both would show every line twice.
 - After the run, Airflow reads `<[logging] base_log_folder>/<log path>` or remote logging,
   which the task pods must write to, exactly as with the KubernetesExecutor (remote logging,
   or a log volume shared with the API server). The demo runs task processes on the same
@@ -97,6 +99,9 @@ def read_task_log(
         messages = [status_line(record)]
         if not record.pod or record.state in _NO_LOG_YET:
             return messages, []
+        if shared_log_file(ti, try_number):
+            # Airflow reads that file itself; the pod's log would show every line twice.
+            return messages, []
         text = _pod_log(settings, client, record)
         messages.append(
             f"kubequeue: last {settings.running_pod_log_lines} lines of the log of "
@@ -117,6 +122,21 @@ _NO_LOG_YET = frozenset(
 )
 
 
+def shared_log_file(ti: Any, try_number: int) -> Path | None:
+    """The try's log file when this process (the API server) can read it, i.e. when the
+    task pods write into a log folder shared with it."""
+    try:
+        from airflow.configuration import conf
+        from airflow.utils.log.file_task_handler import FileTaskHandler
+
+        base = conf.get("logging", "base_log_folder")
+        relative = FileTaskHandler(base)._render_filename(ti, try_number)
+        path = note_path(base, relative)
+    except Exception:  # no database session, odd template: fall back to the pod's log
+        return None
+    return path if path is not None and path.is_file() and path.stat().st_size else None
+
+
 def status_line(record: TaskRecord) -> str:
     """Where the try stands, e.g. `kubequeue: pod ns/p on pool gpu: scheduled` or, for a
     pod that cannot start, `...: failed: ImagePullBackOff: Back-off pulling image x`."""
@@ -134,15 +154,18 @@ def _pod_log(settings: ExecutorSettings, client: Client, record: TaskRecord) -> 
     context = pool.context if pool is not None else None
     api = kube.api_client(settings.kubeconfig or None, context, pool_size=1)
     try:
-        raw = CoreV1Api(api).read_namespaced_pod_log(
+        # Raw bytes, decoded here: the client's own decoding depends on the content type.
+        response = CoreV1Api(api).read_namespaced_pod_log(
             record.pod,
             record.namespace,
             container="base",
             tail_lines=settings.running_pod_log_lines,
             _request_timeout=kube.REQUEST_TIMEOUT,
+            _preload_content=False,
         )
+        raw: bytes = response.data
     except Exception as e:
         raise kube.api_error(e) from e
     finally:
         api.close()
-    return str(raw)
+    return raw.decode("utf-8", "replace")

@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import kubernetes
@@ -20,7 +21,9 @@ import pytest
 from kubequeue import embedded_redis, kube
 from kubequeue.executor import airflow_env as af
 from kubequeue.executor import stack as st
+from kubequeue.executor.config import ExecutorSettings
 from kubequeue.executor.demo_report import all_events
+from kubequeue.executor.logs import read_task_log
 from kubequeue.executor.procs import Proc, Processes, wait_for
 from kubequeue.keys import Keys
 from kubequeue.messages import EventType, TaskEvent
@@ -181,6 +184,15 @@ def test_running_log_then_marking_failed_deletes_the_pod(env: Env) -> None:
     assert log.count("kubequeue-e2e still sleeping 2") == 1, log
     (qid,) = {e.id for e in env.events("e2e_sleepy") if e.type is EventType.RUNNING}
     assert len(_pods_of(env, qid)) == 1
+    # Where the log folder is not shared, get_task_log reads the pod's log from the cluster.
+    settings = ExecutorSettings(
+        redis_url=env.stack.redis_url,
+        pools_file=str(env.stack.pools_file),
+        kubeconfig=str(env.stack.kubeconfig),
+    )
+    ti = SimpleNamespace(external_executor_id=qid, try_number=1)
+    messages, (pod_log,) = read_task_log(settings, ti, 1)
+    assert "kubequeue-e2e still sleeping 2" in pod_log and len(messages) == 2
     env.api.set_state("e2e_sleepy", env.runs["e2e_sleepy"], "sleeps", "failed")
     wait_for("the pod deleted", lambda: _pods_of(env, qid) == [], 90, env.watch())
     assert env.tis("e2e_sleepy")[("sleeps", -1)]["state"] == "failed"
