@@ -168,8 +168,8 @@ class WatchHub:
         timer = asyncio.get_running_loop().call_later(timeout, w.close)
         try:
             await self._pump(response, w)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            return response  # the client went away
         finally:
             timer.cancel()
             self.close(w)
