@@ -327,3 +327,36 @@ def test_redis_lost_mid_run_reconnects(
     text = caplog.text
     assert "claim loop: Redis unreachable" in text
     assert "claim loop: Redis is back after" in text
+
+
+def test_each_pool_can_be_another_cluster(
+    sim_factory: Callable[..., Sim], redis_url: str, tmp_path: Path
+) -> None:
+    from kubequeue.dispatcher.cli import _api_clients
+    from kubequeue.sim import write_kubeconfig
+
+    east = sim_factory(SimConfig(context="east", namespaces=("default", "tasks")))
+    west = sim_factory(SimConfig(context="west", namespaces=("default", "tasks")))
+    merged = tmp_path / "kubeconfig"
+    write_kubeconfig(merged, [east, west], current="east")
+    pools = parse(
+        "pools:\n  e: {namespace: tasks, image: img, context: east}\n"
+        "  w: {namespace: tasks, image: img, context: west}\nqueues: {qe: e, qw: w}\n"
+    )
+    apis = _api_clients(pools, ("qe", "qw"), str(merged), 4)
+    r = redis.Redis.from_url(redis_url)
+    d = Dispatcher(r, Keys(), pools, Handler(pools, apis), Options(queues=("qe", "qw"), name="x"))
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    try:
+        Client(r, Keys(), pools).submit([make_spec(1, "qe"), make_spec(2, "qw")])
+
+        def ids(sim: Sim) -> set[str]:
+            pods = sim.call(lambda: sim.store.list("pods", "tasks"))
+            return {p["metadata"]["labels"][naming.LABEL_ID] for p in pods}
+
+        wait_for("a pod in each cluster", lambda: ids(east) and ids(west))
+        assert (ids(east), ids(west)) == ({"id-1"}, {"id-2"})
+    finally:
+        d.request_stop()
+        t.join(30)
