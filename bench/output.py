@@ -171,6 +171,40 @@ HEADLINE = (
 )
 
 
+RATIO_COLUMNS = (
+    ("created/s burst", "burst", "throughput_created", ("ke-default", "ke-tuned", "limit")),
+    (
+        "p99 queued→created rate",
+        "rate",
+        "latency_created_ms.p99",
+        ("ke-default", "ke-tuned", "limit"),
+    ),
+    ("CPU ms/task paced", "paced", "scheduler_cpu_ms_per_task", ("ke-default", "ke-tuned")),
+)
+SHORT = {"ke-default": "KE default", "ke-tuned": "KE tuned", "limit": "limit"}
+
+
+def ratio_table(ratios: dict[str, Any]) -> list[str]:
+    """kubequeue's figure divided by each baseline's (above 1 is better for throughput,
+    below 1 is better for latency and CPU)."""
+    heads = [f"{title} ÷ {SHORT[b]}" for title, _, _, bases in RATIO_COLUMNS for b in bases]
+    lines = [
+        "kubequeue's figures divided by the baselines' (throughput: higher is better; "
+        "latency and CPU: lower is better):",
+        "",
+        "| system | " + " | ".join(heads) + " |",
+        "|---|" + "---:|" * len(heads),
+    ]
+    for system, phases in ratios.items():
+        cells = [
+            _fmt(phases.get(phase, {}).get(path, {}).get(base, math.nan), 2)
+            for _, phase, path, bases in RATIO_COLUMNS
+            for base in bases
+        ]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(doc: dict[str, Any], png: str) -> str:
     s, res, m = doc["settings"], doc["results"], doc["machine"]
     lines = [
@@ -190,14 +224,7 @@ def markdown(doc: dict[str, Any], png: str) -> str:
     for system, row in zip(res, headline_rows(res), strict=True):
         cells = [_fmt(v, d) for v, (_, d) in zip(row, HEADLINE, strict=True)]
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
-    lines += ["", "kubequeue as a ratio of each baseline (queued→created throughput, burst):", ""]
-    lines += ["| system | x KE default | x KE tuned | x limit |", "|---|---:|---:|---:|"]
-    for system, phases in doc["ratios"].items():
-        r = phases.get("burst", {}).get("throughput_created", {})
-        lines.append(
-            f"| {system} | {_fmt(r.get('ke-default', math.nan), 2)} "
-            f"| {_fmt(r.get('ke-tuned', math.nan), 2)} | {_fmt(r.get('limit', math.nan), 2)} |"
-        )
+    lines += ["", *ratio_table(doc["ratios"])]
     lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
     for t in doc["targets"]:
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]

@@ -80,6 +80,7 @@ def test_document_markdown_json_and_png_are_written(tmp_path: Path) -> None:
     assert "apache-airflow" in data["versions"]
     md = paths["md"].read_text()
     assert "| kubequeue-4 | 850 |" in md
+    assert "| kubequeue-4 | 17.00 | 8.50 | 0.85 |" in md  # created/s over each baseline
     assert f"![kubequeue benchmark]({doc['date']}-unit.png)" in md
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
