@@ -23,6 +23,7 @@ import queue as queue_mod
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,9 @@ from kubequeue.pools import PoolsConfig
 
 log = logging.getLogger(__name__)
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+# Any Redis failure in a loop is logged and retried with backoff; none ends the process
+# (a server that is OOM, READONLY after a failover or restarting answers with errors too).
+REDIS_ERRORS = (redis.RedisError,)
 REVOKED_KEEP = 24 * 3600.0  # seconds a revoked id is remembered
 RECORD_BATCH = 256
 
@@ -67,7 +70,9 @@ class Backoff:
     def failed(self, e: Exception) -> None:
         if self.since is None:
             self.since = time.monotonic()
-            log.error("%s: Redis unreachable (%s); retrying with backoff", self.what, e)
+            lost = isinstance(e, redis.ConnectionError | redis.TimeoutError)
+            problem = "Redis unreachable" if lost else "Redis error"
+            log.error("%s: %s (%s); retrying with backoff", self.what, problem, e)
         self.stop.wait(self.delay)
         self.delay = min(self.delay * 2, 5.0)
 
@@ -163,10 +168,16 @@ class Dispatcher:
                 workers.submit(self._work, job, now)
             order.append(order.pop(0))
             if len(claimed) >= free:
-                # We may have left work behind: wake another idle replica for it.
-                queues.ring(self.redis, self.keys, {job.queue for job in claimed})
+                self._ring_others({job.queue for job in claimed})
             elif not claimed:
                 self._idle()
+
+    def _ring_others(self, names: set[str]) -> None:
+        """We took all we could and may have left work behind: wake another idle replica."""
+        try:
+            queues.ring(self.redis, self.keys, names)
+        except REDIS_ERRORS as e:
+            self._claim_backoff.failed(e)
 
     def _idle(self) -> None:
         try:
@@ -220,6 +231,11 @@ class Dispatcher:
                 try:
                     self._record(batch)
                     backoff.ok()
+                    break
+                except redis.ResponseError:
+                    # Not a connection problem: retrying will not help. The jobs' leases
+                    # lapse and `reap` requeues them, so nothing is lost.
+                    log.exception("cannot record %d job(s); their leases will lapse", len(batch))
                     break
                 except REDIS_ERRORS as e:
                     if self._stop.is_set() and time.monotonic() > deadline:
@@ -281,18 +297,25 @@ class Dispatcher:
 
     def _maintain(self) -> None:
         backoff = Backoff("maintenance", threading.Event())
-        every = {"extend": self.options.lease / 3, "reap": self.options.reap_every, "gauges": 2.0}
-        last = dict.fromkeys(every, 0.0)
+        tasks: list[tuple[Callable[[], None], float]] = [
+            (self._extend, self.options.lease / 3),
+            (self._reap, self.options.reap_every),
+            (self._gauges, 2.0),
+        ]
+        last = [0.0] * len(tasks)
         while not (self._stop.is_set() and not self._held):
-            now = time.monotonic()
-            try:
-                for task, period in every.items():
-                    if now - last[task] >= period:
-                        getattr(self, f"_{task}")()
-                        last[task] = now
-                backoff.ok()
-            except REDIS_ERRORS as e:
-                backoff.failed(e)
+            for i, (task, period) in enumerate(tasks):
+                if time.monotonic() - last[i] < period:
+                    continue
+                try:
+                    task()
+                    last[i] = time.monotonic()
+                    backoff.ok()
+                except REDIS_ERRORS as e:
+                    backoff.failed(e)
+                except Exception:  # a bug here must not stop the leases being extended
+                    log.exception("maintenance task %s failed", task.__name__)
+                    last[i] = time.monotonic()
             time.sleep(0.2)
 
     def _extend(self) -> None:
