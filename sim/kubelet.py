@@ -95,6 +95,9 @@ class Kubelet:
         self.evictions: dict[PodKey, asyncio.TimerHandle] = {}
         self.processes = ProcessRunner(store, self._exited)
         self.starting: dict[PodKey, asyncio.Task[None]] = {}  # process mode: spawn under way
+        # exits reported while the pod's other containers were still being started: applied
+        # once the start is recorded, so "running" never overwrites "terminated"
+        self.early_exits: dict[PodKey, list[tuple[str, str, int, str]]] = {}
         self._closing = False
 
     # -- listening ------------------------------------------------------------------------
@@ -192,10 +195,14 @@ class Kubelet:
             return None
         self._record(events)
         if new is not None and (nxt.get("containers") or {}).get("state") == "terminated":
-            self.processes.kill(key)  # a stage ended it (OOM, eviction): the process goes too
-            for cs in new["status"].get("containerStatuses") or ():
-                if "terminated" in cs["state"] and (only is None or cs["name"] in only):
-                    self.store.close_log(*key, cs["name"])
+            ended = [
+                cs["name"]
+                for cs in new["status"].get("containerStatuses") or ()
+                if "terminated" in cs["state"] and (only is None or cs["name"] in only)
+            ]
+            self.processes.kill(key, ended)  # ended by a stage (OOM, eviction): process too
+            for name in ended:
+                self.store.close_log(*key, name)
         return new
 
     def _record(self, events: list[dict]) -> None:
@@ -230,6 +237,11 @@ class Kubelet:
                 self._record([event])
         finally:
             self.starting.pop(key, None)
+            for early in self.early_exits.pop(key, ()):
+                self._exited(key, *early)
+            current = self.store.get("pods", *key)
+        if current is None:
+            return
         rt = self.nodes[ctx.node]
         if current["metadata"].get("deletionTimestamp"):
             self._terminate(key, current, rt)
@@ -244,6 +256,9 @@ class Kubelet:
             self._record([event])
 
     def _exited(self, key: PodKey, uid: str, container: str, code: int, message: str) -> None:
+        if key in self.starting:
+            self.early_exits.setdefault(key, []).append((uid, container, code, message))
+            return
         pod = self.store.get("pods", *key)
         if self._closing or pod is None or pod["metadata"].get("uid") != uid:
             return

@@ -264,7 +264,7 @@ def apply(
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The pod after `nxt` (None: remove it) and the events to record. `only` limits the
     container change to the named containers."""
-    events = [e for spec in nxt.get("events") or () for e in _events(pod, spec, ctx)]
+    events = [e for spec in nxt.get("events") or () for e in _events(pod, spec, ctx, only)]
     if nxt.get("delete"):
         return None, events
     now = rfc3339(ctx.now)
@@ -315,8 +315,15 @@ def _fields(
     }
 
 
-def _events(pod: Mapping[str, Any], spec: Mapping[str, Any], ctx: Context) -> list[dict]:
+def _events(
+    pod: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    ctx: Context,
+    only: Collection[str] | None = None,
+) -> list[dict]:
     containers = pod.get("spec", {}).get("containers") or [{}]
+    if only is not None:
+        containers = [c for c in containers if c.get("name") in only]
     chosen = containers if spec.get("each_container") else containers[:1]
     when = ctx.now - ctx.delay if spec.get("at") == "begin" else ctx.now
     out = []

@@ -23,7 +23,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,11 +286,12 @@ class ProcessRunner:
             signalled.append(running.container)
         return signalled
 
-    def kill(self, key: PodKey) -> None:
-        """SIGKILL every container of the pod (node lost, pod force-deleted, OOM)."""
+    def kill(self, key: PodKey, containers: Collection[str] | None = None) -> None:
+        """SIGKILL the pod's containers (all by default): node lost, force delete, OOM."""
         for running in (self.pods.get(key) or {}).values():
-            running.terminating = True
-            _signal(running.proc.pid, signal.SIGKILL)
+            if containers is None or running.container in containers:
+                running.terminating = True
+                _signal(running.proc.pid, signal.SIGKILL)
 
     async def shutdown(self) -> None:
         for key in list(self.pods):

@@ -250,6 +250,27 @@ def test_process_env_expansion_and_references(make: Make) -> None:
     assert log_of(api, "env") == "hello-world env red\nhello-world $(GREETING)\n"
 
 
+def test_process_pod_with_two_containers(make: Make) -> None:
+    _, api = make("proc=1:kubelet=process:profile=general")
+    body = pod("pair", command=["python", "-c", "print('quick')"])
+    slow = {
+        "name": "slow",
+        "image": "x",
+        "command": ["python", "-c", "import time; time.sleep(0.5)"],
+    }
+    body["spec"]["containers"].append(slow)
+    api.create_namespaced_pod(NS, body)
+    done = wait_for(phase(api, "pair", "Succeeded", "Failed"), what="pair to end")
+    states = {cs.name: cs.state.terminated for cs in done.status.container_statuses}
+    assert {name: (t.exit_code, t.reason) for name, t in states.items()} == {
+        "base": (0, "Completed"),
+        "slow": (0, "Completed"),
+    }
+    assert done.status.phase == "Succeeded"
+    started = [m for r, m in events_of(api, "pair") if r == "Started"]
+    assert sorted(started) == ["Started container base", "Started container slow"]
+
+
 @pytest.mark.parametrize(
     ("command", "message"),
     [
