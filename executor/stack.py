@@ -33,7 +33,7 @@ pools:
     nodeSelector: {{kubequeue.io/pool: default}}
     resources: {{requests: {{cpu: 100m, memory: 128Mi}}}}
     maxInFlight: {max_default}
-    startupTimeout: 60
+    startupTimeout: {startup_timeout}
   gpu:
     namespace: default
     image: apache/airflow:3.3.2
@@ -41,7 +41,7 @@ pools:
     tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]
     resources: {{requests: {{cpu: 100m, memory: 128Mi}}}}
     maxInFlight: {max_gpu}
-    startupTimeout: 60
+    startupTimeout: {startup_timeout}
 queues:
   default: default
   gpu: gpu
@@ -56,6 +56,7 @@ class StackSetup:
     # Pods in flight per pool: on 2 cores ~6 concurrent Airflow task processes is the most
     # that still gets through quickly (each takes ~1.2 CPU-s).
     max_in_flight: tuple[int, int] = (6, 2)
+    startup_timeout: float = 60.0  # a pod Pending (Unschedulable, ...) this long fails
     pools_yaml: str | None = None  # None: POOLS_YAML
 
 
@@ -82,7 +83,9 @@ def start_stack(group: Processes, setup: StackSetup, timeout: float = 60.0) -> S
     group.defer(server.stop)
     pools_file = setup.workdir / "pools.yaml"
     max_default, max_gpu = setup.max_in_flight
-    text = setup.pools_yaml or POOLS_YAML.format(max_default=max_default, max_gpu=max_gpu)
+    text = setup.pools_yaml or POOLS_YAML.format(
+        max_default=max_default, max_gpu=max_gpu, startup_timeout=setup.startup_timeout
+    )
     pools_file.write_text(text)
     kubeconfig = setup.workdir / "kubeconfig"
     sim_port = embedded_redis.free_port()

@@ -71,13 +71,20 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     work = tmp_path_factory.mktemp("e2e")
     with Processes(work / "logs") as group:
-        stack = st.start_stack(group, st.StackSetup(work / "kubequeue", dispatchers=1))
+        stack = st.start_stack(
+            group, st.StackSetup(work / "kubequeue", dispatchers=1, startup_timeout=10)
+        )
         setup = af.AirflowSetup(
             home=work / "airflow",
             dags_folder=DAGS,
             api_port=embedded_redis.free_port(),
-            kubequeue=st.kubequeue_options(stack),
-            extra={"AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10"},
+            # kubequeue by its alias and the default, LocalExecutor beside it
+            executor=f"KubeQueue:{af.EXECUTOR},LocalExecutor",
+            kubequeue={**st.kubequeue_options(stack), "parallelism": "64"},
+            extra={
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",
+                "AIRFLOW__CORE__PARALLELISM": "2",  # LocalExecutor's worker processes
+            },
         )
         af.migrate(setup)
         api = af.AirflowApi(setup.url)
@@ -115,6 +122,15 @@ def test_config_list_shows_the_kubequeue_section(env: Env) -> None:
     assert "[kubequeue]" in out
     assert "# The pools file (YAML) that maps each Airflow queue to a node pool." in out
     assert "launch_retries = 1" in out
+    check = subprocess.run(
+        [af.airflow_bin(), "kubequeue", "check"],
+        env=env.setup.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "redis:        reachable" in check
 
 
 def test_tasks_on_two_queues_run_in_their_own_pods_on_their_pools(env: Env) -> None:
@@ -128,7 +144,9 @@ def test_tasks_on_two_queues_run_in_their_own_pods_on_their_pools(env: Env) -> N
         ("on_gpu", "gpu", "gpu"),
     }
     assert len({pod for _, _, pod, _ in placed}) == 2
-    for task_id in ("on_default", "on_gpu"):
+    # the LocalExecutor task of the same DAG ran without kubequeue
+    assert "on_local" not in {e.key.task_id for e in events if e.key}
+    for task_id in ("on_default", "on_gpu", "on_local"):
         assert f"kubequeue-e2e-output from {task_id}" in env.log("e2e_two_queues", task_id, 1)
 
 
@@ -151,6 +169,7 @@ def test_a_failed_try_is_retried_in_a_new_pod(env: Env) -> None:
         ("override_not_a_pod", ["must be a kubernetes.client.models.V1Pod, got dict"]),
         ("override_rejected", ["Invalid", "400 BadRequest", "quantities must match"]),
         ("missing_template", ["/nonexistent/pod.yaml"]),
+        ("unschedulable", ["Unschedulable", "did not start"]),
     ],
 )
 def test_bad_input_fails_the_task_with_a_clear_message(

@@ -21,6 +21,14 @@ BAD_QUANTITY = k8s.V1Pod(
 )
 
 
+NO_NODE_FITS = k8s.V1Pod(
+    spec=k8s.V1PodSpec(
+        containers=[k8s.V1Container(name="base")],
+        node_selector={"example.com/no-such-node": "x"},
+    )
+)
+
+
 @dag(schedule=None, start_date=START, catchup=False, default_args={"retries": 0})
 def e2e_bad_input() -> None:
     @task(queue="no-such-queue")
@@ -39,6 +47,10 @@ def e2e_bad_input() -> None:
     def missing_template() -> None:
         print("never runs")
 
+    @task(queue="default", executor_config={"pod_override": NO_NODE_FITS})
+    def unschedulable() -> None:
+        print("never runs")
+
     @task(queue="default")
     def still_fine() -> None:
         print("kubequeue-e2e-output still fine")
@@ -47,6 +59,7 @@ def e2e_bad_input() -> None:
     override_not_a_pod()
     override_rejected()
     missing_template()
+    unschedulable()
     still_fine()
 
 

@@ -16,11 +16,15 @@ def e2e_two_queues() -> None:
     def on_default() -> None:
         print("kubequeue-e2e-output from on_default")
 
-    @task(queue="gpu")
+    @task(queue="gpu", executor="KubeQueue")  # the alias from [core] executor
     def on_gpu() -> None:
         print("kubequeue-e2e-output from on_gpu")
 
-    on_default() >> on_gpu()
+    @task(queue="default", executor="LocalExecutor")
+    def on_local() -> None:
+        print("kubequeue-e2e-output from on_local")
+
+    on_default() >> on_gpu() >> on_local()
 
 
 @dag(schedule=None, start_date=START, catchup=False)
