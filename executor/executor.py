@@ -25,7 +25,7 @@ from kubequeue.errors import KubeQueueError, RedisUnavailableError, SpecError
 from kubequeue.executor import config, logs, specs, states
 from kubequeue.executor.ledger import Entry, Ledger
 from kubequeue.executor.outage import OutageLog
-from kubequeue.messages import EventType, TaskEvent, TaskRecord, TaskSpec
+from kubequeue.messages import TaskEvent, TaskRecord, TaskSpec
 
 if TYPE_CHECKING:
     from airflow.executors.workloads import ExecutorWorkload
@@ -183,7 +183,9 @@ class KubeQueueExecutor(BaseExecutor):
         """The last state of each tracked queueing, from the tasks hash, as events."""
         assert self._client is not None
         records = self._client.in_flight()
-        return [e for qid in self._ledger if (e := record_event(records.get(qid))) is not None]
+        return [
+            e for qid in self._ledger if (e := states.record_event(records.get(qid))) is not None
+        ]
 
     def _handle(self, events: Sequence[TaskEvent]) -> None:
         for event in events:
@@ -223,7 +225,7 @@ class KubeQueueExecutor(BaseExecutor):
         else:
             self._ledger.pop(event.id)
             self._finished.append(event.id)
-            message = describe(event)
+            message = states.describe_event(event)
             if entry.started:
                 self.log.warning("Task %s failed: %s", entry.key, message)
                 self.fail(entry.key, info=message)
@@ -245,7 +247,7 @@ class KubeQueueExecutor(BaseExecutor):
             "again as %s without using a try",
             n,
             self.settings.launch_retries,
-            describe(event),
+            states.describe_event(event),
             entry.key,
             new_id,
         )
@@ -282,6 +284,8 @@ class KubeQueueExecutor(BaseExecutor):
         """Adopt every task whose queueing kubequeue still knows (queued in Redis, pod pending
         or running, or already finished and not yet reported); nothing is submitted again.
         The rest never reached Redis: Airflow resets and re-queues them."""
+        if not tis:  # Airflow asks every orphaned_tasks_check_interval, mostly with none
+            return tis
         with_id = [ti for ti in tis if ti.external_executor_id]
         not_adopted = [ti for ti in tis if not ti.external_executor_id]
         try:
@@ -304,7 +308,7 @@ class KubeQueueExecutor(BaseExecutor):
             started = record is not None and record.state in states.STARTED_TYPES
             self._ledger.add(qid, Entry(ti.key, None, None, started, specs.relaunches(qid)))
             self.running.add(ti.key)
-            if (event := record_event(record)) is not None:
+            if (event := states.record_event(record)) is not None:
                 adopted_events.append(event)
         self._handle(adopted_events)
         self.log.info(
@@ -340,37 +344,3 @@ class KubeQueueExecutor(BaseExecutor):
         from kubequeue.executor.cli import get_cli_commands
 
         return get_cli_commands()
-
-
-def record_event(record: TaskRecord | None) -> TaskEvent | None:
-    """A task record's last state as the event that set it (None while only queued)."""
-    if record is None:
-        return None
-    try:
-        event_type = EventType(record.state)
-    except ValueError:  # "queued": nothing happened yet
-        return None
-    return TaskEvent(
-        type=event_type,
-        id=record.id,
-        key=record.key,
-        queue=record.queue,
-        pool=record.pool,
-        at=record.at,
-        pod=record.pod,
-        namespace=record.namespace,
-        reason=record.reason,
-        message=record.message,
-    )
-
-
-def describe(event: TaskEvent) -> str:
-    return states.describe(
-        event.type,
-        event.reason,
-        event.message,
-        event.pod,
-        event.namespace,
-        event.node,
-        event.exit_code,
-    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from enum import StrEnum
 
-from kubequeue.messages import EventType, Reason
+from kubequeue.messages import EventType, Reason, TaskEvent, TaskRecord
 
 
 class Action(StrEnum):
@@ -97,3 +97,37 @@ def describe(
     if exit_code is not None:
         what += f" (exit code {exit_code})"
     return f"{where}: {what}" + (f": {message}" if message else "")
+
+
+def record_event(record: TaskRecord | None) -> TaskEvent | None:
+    """A task record's last state as the event that set it (None while only queued)."""
+    if record is None:
+        return None
+    try:
+        event_type = EventType(record.state)
+    except ValueError:  # "queued": nothing happened yet
+        return None
+    return TaskEvent(
+        type=event_type,
+        id=record.id,
+        key=record.key,
+        queue=record.queue,
+        pool=record.pool,
+        at=record.at,
+        pod=record.pod,
+        namespace=record.namespace,
+        reason=record.reason,
+        message=record.message,
+    )
+
+
+def describe_event(event: TaskEvent) -> str:
+    return describe(
+        event.type,
+        event.reason,
+        event.message,
+        event.pod,
+        event.namespace,
+        event.node,
+        event.exit_code,
+    )
