@@ -16,6 +16,7 @@ are taken round-robin (no scoring), which spreads pods as LeastAllocated roughly
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -39,7 +40,7 @@ _NO_VICTIMS = "No preemption victims found for incoming pod"
 @dataclass
 class Group:
     demand: Demand
-    pods: dict[tuple[str, str], None] = field(default_factory=dict)  # FIFO
+    pods: dict[tuple[str, str], int] = field(default_factory=dict)  # FIFO: pod -> arrival
     unreported: dict[tuple[str, str], None] = field(default_factory=dict)
     blocked: bool = False
     cursor: int = 0
@@ -65,6 +66,7 @@ class Scheduler:
         self._reported: dict[PodKey, str] = {}  # the Unschedulable message a pod carries
         self._retry = False
         self._woken = False
+        self._arrivals = 0
         self.binds = 0
 
     # -- watching the store ---------------------------------------------------------------
@@ -118,7 +120,8 @@ class Scheduler:
         group = self.groups.get(gkey)
         if group is None:
             group = self.groups[gkey] = Group(demand)
-        group.pods[key] = None
+        self._arrivals += 1
+        group.pods[key] = self._arrivals
         group.unreported[key] = None
         self._group_of[key] = gkey
         self._wake()
@@ -168,33 +171,38 @@ class Scheduler:
 
     def _round(self) -> None:
         self._woken = False
-        if self.schedule() >= ROUND_BUDGET:
-            self._wake()
+        self.schedule()
 
     def schedule(self, budget: int = ROUND_BUDGET) -> int:
-        """One scheduling round; returns how many pods it bound (at most `budget`)."""
+        """One scheduling round, oldest pod first across groups; returns how many pods it
+        bound (at most `budget`)."""
         if self._retry:
             self._retry = False
-            for group in self.groups.values():
-                group.blocked = False
+            for waiting in self.groups.values():
+                waiting.blocked = False
+        heads = [(next(iter(g.pods.values())), k) for k, g in self.groups.items() if not g.blocked]
+        heapq.heapify(heads)
         done = 0
-        for gkey, group in list(self.groups.items()):
-            while group.pods and not group.blocked and done < budget:
-                key = next(iter(group.pods))
-                node = self._fit(group)
-                if node is None:
-                    group.blocked = True
-                    self._report(group, key)
-                    break
-                done += self._bind(key, node, group.demand.requests)
-                self._forget(key)
-            if group.blocked and group.unreported:
-                self._report(group, None)
-            if done >= budget:
-                self._wake()
-                break
-            if not group.pods:
-                self.groups.pop(gkey, None)
+        while heads and done < budget:
+            gkey = heapq.heappop(heads)[1]
+            group = self.groups.get(gkey)
+            if group is None or group.blocked or not group.pods:
+                continue
+            key = next(iter(group.pods))
+            node = self._fit(group)
+            if node is None:
+                group.blocked = True
+                self._report(group, key)
+                continue
+            done += self._bind(key, node, group.demand.requests)
+            self._forget(key)
+            if group.pods:
+                heapq.heappush(heads, (next(iter(group.pods.values())), gkey))
+        for waiting in list(self.groups.values()):
+            if waiting.blocked and waiting.unreported:
+                self._report(waiting, None)
+        if heads:
+            self._wake()  # the budget ran out: carry on in the next turn of the loop
         return done
 
     def _fit(self, group: Group) -> NodeInfo | None:

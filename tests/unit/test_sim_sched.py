@@ -277,3 +277,13 @@ def test_bursts_bind_in_rounds_of_the_budget_and_spread() -> None:
     assert rounds == 4 and sched.binds == 2_000
     per_node = {n.name: n.used["pods"] for n in sched.nodes.values()}
     assert set(per_node.values()) == {100}  # round-robin spreads evenly
+
+
+def test_oldest_pod_first_across_groups() -> None:
+    store, sched = cluster(NodePool("default", 1, max_pods=3))
+    for i in range(3):
+        store.create("pods", pod(f"small-{i}", cpu="100m"))
+        store.create("pods", pod(f"large-{i}", cpu="1"))
+    assert sched.schedule() == 3
+    bound = {p["metadata"]["name"] for p in store.list("pods") if p["spec"].get("nodeName")}
+    assert bound == {"small-0", "large-0", "small-1"}
