@@ -94,10 +94,15 @@ def run(console: Console, group: Processes, workdir: Path, timeout: float, hold:
     run_id = api.trigger(DAG_ID)
     console.print(f"✓ triggered {DAG_ID} (run {run_id})")
     state = follow(console, api, run_id, airflow, timeout)
-    tis = api.task_instances(DAG_ID, run_id)
-    rows = demo_report.build_rows(
-        demo_report.all_events(stack.redis(), Keys()), tries_of(api, run_id, tis)
-    )
+    tries = tries_of(api, run_id, api.task_instances(DAG_ID, run_id))
+    # A worker reports success through the API ~1 s before its pod ends: give the watcher
+    # a moment to see the last pods finish.
+    deadline = time.monotonic() + 15
+    while True:
+        rows = demo_report.build_rows(demo_report.all_events(stack.redis(), Keys()), tries)
+        if all(r.run is not None for r in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     console.print(demo_report.render(rows))
     for line in demo_report.summary(rows):
         console.print(f"  {line}")
