@@ -31,11 +31,11 @@ from pathlib import Path
 import kubernetes
 import redis
 
-from kubequeue import embedded_redis, kube, naming, queues
+from kubequeue import embedded_redis, kube, naming, queues, stream
 from kubequeue.client import Client
 from kubequeue.keys import Keys
 from kubequeue.messages import EventType, TaskEvent, TaskKey, TaskRecord, TaskSpec
-from kubequeue.pools import load
+from kubequeue.pools import PoolsConfig, load
 from kubequeue.tasks import put
 
 POOLS = """\
@@ -88,28 +88,21 @@ def dispatchers(
     n: int, redis_url: str, pools: Path, kubeconfig: Path, concurrency: int
 ) -> Iterator[list[int]]:
     ports = [free_port() for _ in range(n)]
+    common = ["--redis-url", redis_url, "--pools", str(pools), "--kubeconfig", str(kubeconfig),
+              "--concurrency", str(concurrency), "--log-level", "WARNING"]  # fmt: skip
     procs = [
         subprocess.Popen(
             [
                 *KUBEQUEUE,
                 "dispatcher",
-                "--redis-url",
-                redis_url,
-                "--pools",
-                str(pools),
-                "--kubeconfig",
-                str(kubeconfig),
+                *common,
                 "--metrics-port",
                 str(port),
-                "--concurrency",
-                str(concurrency),
                 "--name",
                 f"bench-{i}",
-                "--log-level",
-                "WARNING",
             ],
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         for i, port in enumerate(ports)
     ]
     try:
@@ -126,10 +119,10 @@ def dispatchers(
 def wait_ready(port: int, timeout: float = 30) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
+        url = f"http://127.0.0.1:{port}/readyz"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+            if r.status == 200:
+                return
         time.sleep(0.1)
     raise RuntimeError(f"dispatcher on :{port} not ready")
 
@@ -229,8 +222,6 @@ def events_cost(url: str) -> dict[int, float]:
                 TaskEvent(type=EventType.RUNNING, id=f"r{(round_ * 100 + i) % running}", at=0.0)
                 for i in range(100)
             ]
-            from kubequeue import stream
-
             stream.publish(r, keys, events)
             t = time.perf_counter()
             got, cursor = client.events(cursor)
@@ -240,7 +231,7 @@ def events_cost(url: str) -> dict[int, float]:
     return out
 
 
-def load_pools_text() -> object:
+def load_pools_text() -> PoolsConfig:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(POOLS)
     try:

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client import ApiClient
 
 from kubequeue import kube, metrics, queues
 from kubequeue.dispatcher import podbuild
+from kubequeue.dispatcher.podapi import PodApi
 from kubequeue.errors import (
     KubeAlreadyExistsError,
     KubeApiError,
@@ -74,7 +75,7 @@ class Handler:
     stopping: Callable[[], bool] = lambda: False
     sleep: Callable[[float], object] = time.sleep  # between retries; the loop makes a stop cut it
     clock: Callable[[], float] = time.time
-    _core: dict[str, CoreV1Api] = field(default_factory=dict)
+    _pod_apis: dict[str, PodApi] = field(default_factory=dict)
 
     def handle(self, job: queues.Claimed, dispatched_at: float) -> Result:
         queue, slot_pool = job.queue, self.pools.queues.get(job.queue, "")
@@ -135,11 +136,7 @@ class Handler:
 
         def attempt() -> None:
             try:
-                resp = api.create_namespaced_pod(
-                    namespace, pod, _preload_content=False, _request_timeout=kube.REQUEST_TIMEOUT
-                )
-                resp.drain_conn()  # read the body so the connection can be reused
-                resp.release_conn()
+                api.create(namespace, pod)
             except Exception as e:
                 err = kube.api_error(e)
                 metrics.API_ERRORS.labels(*labels, str(max(err.status, 0))).inc()
@@ -181,11 +178,11 @@ class Handler:
             log.warning("giving %s back to queue %s after retries: %s", spec.id, spec.queue, e)
         return Result(Outcome.RETRY, spec.queue, pool, unreachable=e.status == 0)
 
-    def _api(self, pool: str) -> CoreV1Api:
-        core = self._core.get(pool)
-        if core is None:
-            core = self._core[pool] = CoreV1Api(self.apis[pool])
-        return core
+    def _api(self, pool: str) -> PodApi:
+        api = self._pod_apis.get(pool)
+        if api is None:
+            api = self._pod_apis[pool] = PodApi(self.apis[pool])
+        return api
 
 
 def _failed(

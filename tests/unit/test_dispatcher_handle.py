@@ -19,27 +19,18 @@ from kubequeue.pools import parse
 POOLS = parse("pools:\n  a: {image: img, namespace: tasks}\nqueues: {qa: a, qb: a}\n")
 
 
-class FakeResponse:
-    def drain_conn(self) -> None:
-        pass
-
-    def release_conn(self) -> None:
-        pass
-
-
 class FakeCore:
-    """Answers create_namespaced_pod from a script of outcomes (an exception or None)."""
+    """Answers create() from a script of outcomes (an exception or None)."""
 
     def __init__(self, *script: BaseException | None) -> None:
         self.script = list(script)
         self.created: list[dict[str, Any]] = []
 
-    def create_namespaced_pod(self, namespace: str, body: dict[str, Any], **kw: Any) -> Any:
+    def create(self, namespace: str, body: dict[str, Any]) -> None:
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
         self.created.append(body)
-        return FakeResponse()
 
 
 def api_exc(status: int, reason: str, message: str, retry_after: str | None = None) -> Any:
@@ -51,7 +42,7 @@ def api_exc(status: int, reason: str, message: str, retry_after: str | None = No
 
 def handler(core: FakeCore, **kw: Any) -> Handler:
     h = Handler(POOLS, {"a": None}, backoffs=(0.001,), **kw)  # type: ignore[dict-item]
-    h._core["a"] = core  # type: ignore[assignment]
+    h._pod_apis["a"] = core  # type: ignore[assignment]
     return h
 
 

@@ -1,0 +1,100 @@
+"""The lean pod create: what goes over the wire (path, auth, body) and how answers map."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubequeue import kube
+from kubequeue.dispatcher.podapi import PodApi
+from kubequeue.errors import KubeInvalidError, KubeRetryableError, KubeUnreachableError
+
+POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}}
+
+
+class Recorder(BaseHTTPRequestHandler):
+    seen: list[dict[str, Any]] = []
+    answer: tuple[int, dict[str, str], bytes] = (201, {}, b"{}")
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        body = self.rfile.read(length)
+        Recorder.seen.append(
+            {
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": body,
+            }
+        )
+        status, headers, payload = Recorder.answer
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    Recorder.seen = []
+    Recorder.answer = (201, {}, b"{}")
+    yield int(httpd.server_address[1])
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def api_for(tmp_path: Path, server_url: str) -> PodApi:
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: a\n"
+        f"clusters: [{{name: a, cluster: {{server: '{server_url}'}}}}]\n"
+        "contexts: [{name: a, context: {cluster: a, user: a}}]\n"
+        "users: [{name: a, user: {token: s3cret}}]\n"
+    )
+    return PodApi(kube.api_client(str(kc), "a"))
+
+
+def test_post_carries_auth_path_prefix_and_json(tmp_path: Path, server: int) -> None:
+    api = api_for(tmp_path, f"http://127.0.0.1:{server}/prefix")
+    api.create("my-ns", POD)
+    (req,) = Recorder.seen
+    assert req["path"] == "/prefix/api/v1/namespaces/my-ns/pods"
+    assert req["headers"]["authorization"] == "Bearer s3cret"
+    assert req["headers"]["content-type"] == "application/json"
+    assert req["headers"]["user-agent"].startswith("OpenAPI-Generator/")
+    assert json.loads(req["body"]) == POD
+
+
+def test_rejections_map_to_errors_with_the_api_message(tmp_path: Path, server: int) -> None:
+    api = api_for(tmp_path, f"http://127.0.0.1:{server}")
+    status = {"kind": "Status", "reason": "Invalid", "message": 'Pod "p" is invalid: x'}
+    Recorder.answer = (422, {"Content-Type": "application/json"}, json.dumps(status).encode())
+    with pytest.raises(KubeInvalidError) as e:
+        api.create("ns", POD)
+    assert (e.value.status, e.value.reason, e.value.message) == (
+        422,
+        "Invalid",
+        'Pod "p" is invalid: x',
+    )
+    Recorder.answer = (429, {"Retry-After": "2"}, b'{"kind":"Status","reason":"TooManyRequests"}')
+    with pytest.raises(KubeRetryableError) as e2:
+        api.create("ns", POD)
+    assert e2.value.status == 429 and e2.value.retry_after == 2.0
+
+
+def test_nobody_listening_is_unreachable(tmp_path: Path) -> None:
+    api = api_for(tmp_path, "http://127.0.0.1:1")
+    with pytest.raises(KubeUnreachableError):
+        api.create("ns", POD)
