@@ -87,13 +87,10 @@ class Handler:
             event = _failed(job.job_id, queue, slot_pool, Reason.MALFORMED_SPEC, str(e), None)
             return Result(Outcome.FAILED, queue, slot_pool, event)
         if job.revoked:
-            message = "revoked before its pod was created"
-            return Result(
-                Outcome.REVOKED,
-                queue,
-                slot_pool,
-                _spec_failed(spec, slot_pool, Reason.REVOKED, message),
+            event = _spec_failed(
+                spec, slot_pool, Reason.REVOKED, "revoked before its pod was created"
             )
+            return Result(Outcome.REVOKED, queue, slot_pool, event)
         try:
             pool = self.pools.pool_for(spec.queue)
         except UnknownQueueError as e:
@@ -108,13 +105,8 @@ class Handler:
         try:
             pod = podbuild.build_pod(spec, pool, dispatched_at=dispatched_at)
         except PodBuildError as e:
-            message = f"pod could not be built: {e}"
-            return Result(
-                Outcome.FAILED,
-                queue,
-                pool.name,
-                _spec_failed(spec, pool.name, Reason.INVALID, message),
-            )
+            event = _spec_failed(spec, pool.name, Reason.INVALID, f"pod could not be built: {e}")
+            return Result(Outcome.FAILED, queue, pool.name, event)
         return self._create(spec, pool.name, pod)
 
     def _expired(self, spec: TaskSpec, pool: str) -> Result:
