@@ -73,8 +73,8 @@ async def _serve(config: SimConfig, kubeconfig_out: Path | None) -> None:
     multiple=True,
     metavar="SPEC",
     help="A node pool, repeatable: NAME=COUNT[:cpu=8][:mem=32Gi][:pods=110]"
-    "[:taint=KEY=VALUE:EFFECT][:label=K=V][:kubelet=timed|process][:profile=general]. "
-    "Default: default=4.",
+    "[:taint=KEY=VALUE:EFFECT][:label=K=V][:res=NAME=QTY][:kubelet=timed|process]"
+    "[:profile=general|fast|FILE.yaml]. Default: default=4.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=0, show_default=True, help="Port (0: any free port).")
