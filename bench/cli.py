@@ -148,7 +148,7 @@ def _settings(**kw: Any) -> Settings:
     show_default=True,
     help="Arrival rate (tasks/s) of the latency phase.",
 )
-@click.option("--rate-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--rate-seconds", type=click.FloatRange(min=0.1), default=3.0, show_default=True)
 @click.option(
     "--paced-n",
     type=click.IntRange(min=1),
@@ -208,7 +208,13 @@ def _settings(**kw: Any) -> Settings:
     default=DEFAULT_OUT,
     show_default=True,
 )
-def bench(out: Path, **kw: Any) -> None:  # fmt: skip
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep every process's logs and working files in this directory (must not exist).",
+)
+def bench(out: Path, keep: Path | None, **kw: Any) -> None:  # fmt: skip
     """Benchmark kubequeue against the KubernetesExecutor on the simulated cluster."""
     from kubequeue.bench import run, soak
 
@@ -222,7 +228,7 @@ def bench(out: Path, **kw: Any) -> None:  # fmt: skip
         raise click.UsageError(str(e)) from e
     console = Console(width=max(Console().width, 140))
     with RichSink(console) as sink:
-        results = run.run_all(settings, systems, sink)
+        results = run.run_all(settings, systems, sink, keep)
         soaked = soak.run_soak(settings, sink) if settings.soak else None
     doc = output.document(settings, results, soaked)
     paths = output.write(doc, out)

@@ -227,6 +227,11 @@ def drain(side: SchedulerSide, counters: Counters, loop_ms: float) -> bool:
     return False
 
 
+def phase_timeout(phase: Phase, timeout: float) -> float:
+    """The phase's time limit: `timeout`, or more for big phases (at least 20 tasks/s)."""
+    return max(timeout, phase.total / 20.0)
+
+
 def become_scheduler(workdir: Path) -> None:
     """Set up a driver process like a scheduler's: its output (and its children's) goes to
     a file, so the executors' logging does not garble the progress display, and processes it
@@ -253,7 +258,7 @@ def serve(side: SchedulerSide, system: System, counters: Counters, conn: Connect
                 return
             run = run_ladder if phase.ladder else run_flow
             helpers = side.helper_cpu()
-            result = run(side, system.name, phase, counters, timeout)
+            result = run(side, system.name, phase, counters, phase_timeout(phase, timeout))
             result.helper_cpu_s = side.helper_cpu() - helpers
             conn.send(("result", result))
             if not phase.ladder:

@@ -81,7 +81,14 @@ def run_phase(
     queued_at = [0.0] * phase.total
     c0, t0 = time.process_time(), time.time()
     ok = asyncio.run(
-        _create_all(sim.url, phase, payloads, queued_at, counters, settings.phase_timeout)
+        _create_all(
+            sim.url,
+            phase,
+            payloads,
+            queued_at,
+            counters,
+            driver.phase_timeout(phase, settings.phase_timeout),
+        )
     )
     return PhaseResult(
         system.name, phase.name, phase.total, queued_at, [], time.process_time() - c0,

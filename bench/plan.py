@@ -85,7 +85,7 @@ class Settings:
     mix: tuple[tuple[str, float], ...] = DEFAULT_MIX
     replicas: tuple[int, ...] = (1, 2, 4)
     rate: float = 200.0
-    rate_seconds: float = 5.0
+    rate_seconds: float = 3.0
     paced_n: int = 500
     loop_ms: float = 50.0
     levels: tuple[int, ...] = (100, 1000, 10000)

@@ -36,6 +36,13 @@ def _throughput(ax: Any, results: dict[str, Any], order: list[str]) -> None:
     ax.legend(fontsize=8)
 
 
+def _legend(ax: Any, size: int) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=size)
+    else:
+        ax.text(0.5, 0.5, "not measured in this run", ha="center", transform=ax.transAxes)
+
+
 def _cdf(ax: Any, results: dict[str, Any], order: list[str], phase: str, key: str) -> None:
     for system in order:
         cdf = results[system].get(phase, {}).get(key) or []
@@ -47,7 +54,7 @@ def _cdf(ax: Any, results: dict[str, Any], order: list[str], phase: str, key: st
     ax.set_xlabel("ms (log scale)")
     ax.set_ylabel("% of tasks")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
 
 
 def _ladder(ax: Any, results: dict[str, Any], order: list[str]) -> None:
@@ -67,7 +74,7 @@ def _ladder(ax: Any, results: dict[str, Any], order: list[str]) -> None:
     ax.set_ylabel("ms per heartbeat (mean)")
     ax.set_title("Scheduler cost per heartbeat")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
 
 
 def plot(doc: dict[str, Any], path: Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import psutil
 
 from kubequeue.bench import measure
-from kubequeue.bench.driver import PhaseResult
+from kubequeue.bench.driver import PhaseResult, phase_timeout
 from kubequeue.bench.plan import POOL_OF_QUEUE, WARMUP, Phase, Settings, System
 from kubequeue.bench.simproc import CREATED, RUNNING, SimProcess, SimSettings, group_by_dag
 from kubequeue.errors import KubeQueueError
@@ -190,7 +190,8 @@ def _run_phase(
         now = sim.snapshot()
         sink.progress(now[CREATED] - base[CREATED], now[RUNNING] - base[RUNNING])
 
-    result: PhaseResult = _recv(conn, proc, "result", settings.phase_timeout + 60, tick)
+    limit = phase_timeout(phase, settings.phase_timeout) + 60
+    result: PhaseResult = _recv(conn, proc, "result", limit, tick)
     tick()
     after, wall = Usage.read(groups), time.monotonic() - t0
     if not phase.ladder and not _recv(conn, proc, "drained", 300.0, noop):
@@ -227,10 +228,17 @@ def _figures(raw: dict[str, Any], pods: list[Any]) -> dict[str, Any]:
     return figures
 
 
-def run_all(settings: Settings, plan: list[System], sink: Sink) -> dict[str, Any]:
+def run_all(
+    settings: Settings, plan: list[System], sink: Sink, keep: Path | None = None
+) -> dict[str, Any]:
+    """Run every system; working files (logs of every process, kubeconfigs, pools file,
+    templates) go to a temporary directory, or to `keep` to look at them afterwards."""
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kubequeue-bench-") as tmp:
         root = Path(tmp)
+        if keep is not None:
+            root = keep
+            root.mkdir(parents=True)
         airflow_db = None
         if any(s.kind != "limit" for s in plan):
             from kubequeue.bench.ke_driver import migrate_db
@@ -238,5 +246,7 @@ def run_all(settings: Settings, plan: list[System], sink: Sink) -> dict[str, Any
             sink.message("preparing an Airflow database for the executors")
             airflow_db = migrate_db(root)
         for system in plan:
+            started = time.monotonic()
             results[system.name] = run_system(system, settings, root, sink, airflow_db)
+            sink.message(f"{system.name}: done in {time.monotonic() - started:.0f}s")
     return results
