@@ -74,7 +74,8 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=dict(env if env is not None else self.env),
+                # unbuffered: a process's log file is current when a wait shows its tail
+                env={**(env if env is not None else self.env), "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,  # its own group: stop() reaches its children too
             )
         proc = Proc(name, list(argv), log_path, popen)

@@ -77,7 +77,7 @@ def kubequeue_bin() -> str:
     return str(Path(sys.executable).with_name("kubequeue"))
 
 
-def start_stack(group: Processes, setup: StackSetup, timeout: float = 60.0) -> Stack:
+def start_stack(group: Processes, setup: StackSetup, timeout: float = 180.0) -> Stack:
     setup.workdir.mkdir(parents=True, exist_ok=True)
     server = embedded_redis.start(workdir=str(setup.workdir))
     group.defer(server.stop)
