@@ -20,7 +20,7 @@ from rich.table import Table
 
 from kubequeue.bench import output, plan
 from kubequeue.bench.plan import Settings
-from kubequeue.errors import ConfigError
+from kubequeue.errors import ConfigError, KubeQueueError
 
 DEFAULT_OUT = Path("bench/results")
 PHASES = ("burst", "paced", "rate", "ladder")
@@ -227,9 +227,12 @@ def bench(out: Path, keep: Path | None, **kw: Any) -> None:  # fmt: skip
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
     console = Console(width=max(Console().width, 140))
-    with RichSink(console) as sink:
-        results = run.run_all(settings, systems, sink, keep)
-        soaked = soak.run_soak(settings, sink) if settings.soak else None
+    try:
+        with RichSink(console) as sink:
+            results = run.run_all(settings, systems, sink, keep)
+            soaked = soak.run_soak(settings, sink) if settings.soak else None
+    except KubeQueueError as e:
+        raise click.ClickException(str(e)) from e
     doc = output.document(settings, results, soaked)
     paths = output.write(doc, out)
     console.print(summary_table(doc))

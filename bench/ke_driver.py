@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from kubequeue.bench import driver, workloads
-from kubequeue.bench.plan import BUSY_SECONDS, POOL_OF_QUEUE, Phase, Settings, System
-from kubequeue.bench.pods import IMAGE_REPOSITORY, IMAGE_TAG, NAMESPACE, write_templates
+from kubequeue.bench.plan import POOL_OF_QUEUE, Phase, Settings, System
+from kubequeue.bench.pods import IMAGE_REPOSITORY, IMAGE_TAG, NAMESPACE, write_system_templates
 from kubequeue.bench.simproc import Counters, SimInfo
 from kubequeue.errors import KubeQueueError
 
@@ -93,8 +93,7 @@ class KESide:
     def __init__(
         self, system: System, settings: Settings, sim: SimInfo, workdir: Path, db: Path
     ) -> None:
-        seconds = {settings.task_seconds, BUSY_SECONDS} | {p.task_seconds for p in system.phases}
-        self.templates = write_templates(workdir, tuple(sorted(seconds)))
+        self.templates = write_system_templates(workdir, settings.task_seconds, system.phases)
         default = self.templates[("default", settings.task_seconds)]
         (workdir / "pod-default-template.yaml").write_text(default.read_text())
         os.environ.update(ke_env(system, settings, sim, workdir, db))

@@ -27,8 +27,8 @@ from typing import Any
 
 from kubequeue import embedded_redis
 from kubequeue.bench import driver
-from kubequeue.bench.plan import BUSY_SECONDS, POOL_OF_QUEUE, Phase, Settings, System, assign_queues
-from kubequeue.bench.pods import write_templates
+from kubequeue.bench.plan import POOL_OF_QUEUE, Phase, Settings, System, assign_queues
+from kubequeue.bench.pods import write_system_templates
 from kubequeue.bench.simproc import Counters, SimInfo
 from kubequeue.errors import KubeQueueError
 
@@ -149,13 +149,15 @@ class ClientSide:
     """The stand-in scheduler side when the executor is absent: build a spec per task at
     queue time, submit pending specs in one pipeline per heartbeat, read new events."""
 
-    def __init__(self, settings: Settings, redis_url: str, pools_file: str, workdir: Path) -> None:
+    def __init__(
+        self, system: System, settings: Settings, redis_url: str, pools_file: str, workdir: Path
+    ) -> None:
         from kubequeue.client import Client
 
         self.settings = settings
         self.client = Client.from_settings(redis_url, "kubequeue", pools_file)
         self.cursor = self.client.latest_cursor()
-        self.templates = write_templates(workdir, (BUSY_SECONDS, 3600.0))
+        self.templates = write_system_templates(workdir, settings.task_seconds, system.phases)
         self.rows: list[tuple[str, str, str | None]] = []  # (id, queue, template) per index
         self.pending: list[Any] = []
         self.tracked: set[str] = set()
@@ -230,12 +232,18 @@ class ExecutorSide:
     """KubeQueueExecutor, fed and heartbeaten exactly as the KubernetesExecutor is."""
 
     def __init__(
-        self, settings: Settings, redis_url: str, pools_file: str, workdir: Path, db: Path
+        self,
+        system: System,
+        settings: Settings,
+        redis_url: str,
+        pools_file: str,
+        workdir: Path,
+        db: Path,
     ) -> None:
         from kubequeue.bench import workloads
 
         self.settings = settings
-        self.templates = write_templates(workdir, (BUSY_SECONDS, 3600.0))
+        self.templates = write_system_templates(workdir, settings.task_seconds, system.phases)
         env = workloads.airflow_env(settings, workdir, db, EXECUTOR)
         k = "AIRFLOW__KUBEQUEUE__"
         env.update(
@@ -299,7 +307,7 @@ def main(
     driver.become_scheduler(Path(workdir))
     side: driver.SchedulerSide
     if db and executor_available():
-        side = ExecutorSide(settings, redis_url, pools_file, Path(workdir), Path(db))
+        side = ExecutorSide(system, settings, redis_url, pools_file, Path(workdir), Path(db))
     else:
-        side = ClientSide(settings, redis_url, pools_file, Path(workdir))
+        side = ClientSide(system, settings, redis_url, pools_file, Path(workdir))
     driver.serve(side, system, counters, conn, settings.phase_timeout)

@@ -100,7 +100,7 @@ class Settings:
     systems: tuple[str, ...] = ()  # empty = all
     skip: tuple[str, ...] = ()  # phase names to skip
     soak: int = 0  # tasks for the dispatcher RSS soak (0 = no soak)
-    soak_rate: float = 400.0
+    soak_rate: float = 200.0
     name: str = "bench"
     extra: dict[str, str] = field(default_factory=dict)
 

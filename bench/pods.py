@@ -11,12 +11,15 @@ long-running ladder tasks pick a second template, as a KE user picks one with
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kubequeue.bench.plan import POOL_OF_QUEUE
+from kubequeue.bench.plan import BUSY_SECONDS, POOL_OF_QUEUE
+
+Templates = dict[tuple[str, float], Path]  # (pool, run time) -> pod template file
 
 IMAGE_REPOSITORY = "apache/airflow"
 IMAGE_TAG = "3.3.2"
@@ -57,7 +60,7 @@ def template_path(workdir: Path, pool: str, seconds: float) -> Path:
     return workdir / f"pod-{pool}-{seconds:g}s.yaml"
 
 
-def write_templates(workdir: Path, seconds: tuple[float, ...]) -> dict[tuple[str, float], Path]:
+def write_templates(workdir: Path, seconds: tuple[float, ...]) -> Templates:
     """One pod template file per (pool, run time)."""
     out = {}
     for pool in sorted(set(POOL_OF_QUEUE.values())):
@@ -66,6 +69,14 @@ def write_templates(workdir: Path, seconds: tuple[float, ...]) -> dict[tuple[str
             path.write_text(yaml.safe_dump(base_pod(pool, s), sort_keys=False))
             out[(pool, s)] = path
     return out
+
+
+def write_system_templates(workdir: Path, task_seconds: float, phases: Sequence[Any]) -> Templates:
+    """Templates for every run time a system's phases use (each phase has a `seconds_of`)."""
+    seconds = {task_seconds, BUSY_SECONDS}
+    for phase in phases:
+        seconds |= {phase.seconds_of(i) for i in (0, phase.total - 1)}
+    return write_templates(workdir, tuple(sorted(seconds)))
 
 
 def write_pools_file(workdir: Path, seconds: float, max_in_flight: int) -> Path:

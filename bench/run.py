@@ -97,13 +97,22 @@ def _recv(conn: Any, proc: Any, want: str, timeout: float, on_wait: Callable[[],
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if conn.poll(POLL):
-            kind, value = conn.recv()
+            try:
+                kind, value = conn.recv()
+            except EOFError:
+                break  # the driver exited: say so below
             if kind != want:
                 raise KubeQueueError(f"driver sent {kind!r} while {want!r} was expected")
             return value
         if not proc.is_alive():
-            raise KubeQueueError(f"the driver process exited (code {proc.exitcode}) before {want}")
+            break
         on_wait()
+    if not proc.is_alive():
+        proc.join(5)
+        raise KubeQueueError(
+            f"the driver process exited (code {proc.exitcode}) before sending {want!r}; "
+            "its log is driver.log in the system's working directory (see --keep)"
+        )
     raise KubeQueueError(f"no {want!r} from the driver within {timeout:.0f}s")
 
 
