@@ -176,10 +176,9 @@ def rfc3339(ts: float) -> str:
 
 
 def pool_layer(pool: Pool) -> Obj:
-    """What the pools file says about every pod of the pool (the bottom layer)."""
+    """What the pools file says about every pod of the pool (the bottom layer). The pool's
+    image is not here but in the task layer: see `task_layer`."""
     container: Obj = {"name": CONTAINER}
-    if pool.image:
-        container["image"] = pool.image
     if pool.resources:
         container["resources"] = copy.deepcopy(pool.resources)
     spec: Obj = {"restartPolicy": "Never", "containers": [container]}
@@ -204,7 +203,16 @@ def task_layer(spec: TaskSpec, pool: Pool, name: str) -> Obj:
     if key.map_index >= 0:
         labels["map_index"] = annotations["map_index"] = str(key.map_index)
     env = [{"name": k, "value": v} for k, v in spec.env.items()]
-    container = {"name": CONTAINER, "args": list(spec.command), "env": [*env, K8S_EXECUTOR_ENV]}
+    container: Obj = {
+        "name": CONTAINER,
+        "args": list(spec.command),
+        "env": [*env, K8S_EXECUTOR_ENV],
+    }
+    # The pool's image sits above the pod template, as KE's worker_container_repository:tag
+    # does in its dynamic pod: templates carry placeholder images (KE's own say
+    # `placeholder-name-dont-delete`). A pod_override's image still wins over both.
+    if pool.image:
+        container["image"] = pool.image
     return {
         "metadata": {
             "name": name,

@@ -299,13 +299,6 @@ def test_every_expected_difference_occurs() -> None:
     assert set(differences(ke, kq)) == set(EXPECTED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dispatcher/podbuild.py merges the pool's image UNDER the pod template, so a "
-    "template's image (KE's own templates say `placeholder-name-dont-delete`) wins; KE puts "
-    "worker_container_repository:tag in the dynamic pod, ABOVE the template. The pool's "
-    "image belongs in the task layer.",
-)
 @pytest.mark.parametrize("template", [BASIC, DAGS_IN_VOLUME], ids=["basic", "dags-in-volume"])
 def test_pool_image_wins_over_template_image(template: str) -> None:
     w = workload({})

@@ -155,7 +155,8 @@ def test_golden_pod_with_template_and_override(tmp_path: Path) -> None:
     # a whole field from a later layer replaces the earlier one (not a union)
     assert pspec["nodeSelector"] == {"disk": "ssd"}
     base, sidecar = pspec["containers"]
-    assert base["image"] == "custom:1"  # template over pool
+    # the pool image sits above the template, as KE's worker_container_repository does
+    assert base["image"] == pool().image
     assert base["resources"] == {"limits": {"nvidia.com/gpu": 1}}  # override wins whole
     assert [e["name"] for e in base["env"]] == [
         "FROM_TEMPLATE",
