@@ -58,8 +58,8 @@ def demo(timeout: float, hold: bool, keep: bool) -> None:
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted: everything the demo started has been stopped.[/]")
         keep = True
-    except KubeQueueError as e:
-        console.print(f"[red]The demo failed:[/] {e}")
+    except (KubeQueueError, OSError) as e:
+        console.print(f"[red]The demo failed:[/] {type(e).__name__}: {e}")
     finally:
         if ok and not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -124,19 +124,24 @@ def follow(console: Console, api: af.AirflowApi, run_id: str, watch: list[Any],
                TimeElapsedColumn(), TextColumn("{task.fields[states]}"))  # fmt: skip
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("tasks", total=None, states="")
+        shown = ""
         while True:
+            if time.monotonic() > deadline:
+                raise KubeQueueError(f"the DAG run did not finish in {timeout:.0f}s ({shown})")
             for proc in watch:
                 proc.check_alive()
-            tis = api.task_instances(DAG_ID, run_id)
+            try:
+                tis = api.task_instances(DAG_ID, run_id)
+                state = api.run_state(DAG_ID, run_id)
+            except (af.ApiError, OSError):  # a busy API server: ask again next second
+                time.sleep(1)
+                continue
             states = Counter(str(ti["state"] or "none") for ti in tis)
             done = sum(n for s, n in states.items() if s in FINISHED)
             shown = ", ".join(f"{s} {n}" for s, n in sorted(states.items()))
             progress.update(bar, total=len(tis), completed=done, states=shown)
-            state = api.run_state(DAG_ID, run_id)
             if state in ("success", "failed"):
                 return state
-            if time.monotonic() > deadline:
-                raise KubeQueueError(f"the DAG run did not finish in {timeout:.0f}s ({shown})")
             time.sleep(1)
 
 
