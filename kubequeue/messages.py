@@ -46,7 +46,10 @@ class TaskSpec(_Frozen):
     v: Literal[1] = SPEC_VERSION
     # The queueing's identity: Airflow's external_executor_id, a fresh UUID each time the
     # scheduler queues the task. Pod names, RQ job ids and events are keyed on it.
-    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+    # <= 63 characters, alphanumeric at both ends: it is also the value of a pod label.
+    id: str = Field(
+        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+    )
     key: TaskKey
     queue: str = Field(min_length=1)
     # argv of the task container, e.g. python -m airflow.sdk.execution_time.execute_workload

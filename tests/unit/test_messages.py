@@ -88,3 +88,9 @@ def test_every_key_shape_is_listed_and_prefixed() -> None:
     shapes = keys.all_shapes()
     assert all(v.startswith("kq-test") for v in shapes.values())
     assert keys.airflow_queue(keys.rq_queue("gpu")) == "gpu"
+
+
+@pytest.mark.parametrize("bad", ["x" * 64, "-abc", "abc-", "a_b", ""])
+def test_spec_id_must_be_a_valid_label_value(bad: str) -> None:
+    with pytest.raises(ValueError, match="id"):
+        make_spec(id=bad)
