@@ -8,7 +8,7 @@ dispatcher and the watcher each expose the ones they update on their own /metric
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 # Start-up latency buckets: 10 ms .. 10 min (a workload token dies at 600 s by default).
 LATENCY_BUCKETS = (
@@ -130,12 +130,22 @@ QUEUED_TO_CREATE_SENT = Histogram(
 )
 
 # --- watcher ---------------------------------------------------------------------------
+# Not in the default registry on import: an unlabelled gauge exports a 0 sample at once, and
+# a dispatcher (which imports this module too) must not look like a watcher that lost the
+# election. The watcher registers it with `export_watcher_metrics()`.
 WATCHER_LEADER = Gauge(
     "kubequeue_watcher_leader",
     "1 while this watcher replica holds the leader Lease and publishes events, else 0.",
+    registry=None,
 )
 WATCH_RESTARTS = Counter(
     "kubequeue_watch_restarts_total",
     "Times the watcher re-listed pods, by reason (gone = 410 Gone, error, start).",
     ("reason",),
 )
+
+
+def export_watcher_metrics() -> None:
+    """Add the watcher-only metrics to the default registry (idempotent)."""
+    if REGISTRY.get_sample_value("kubequeue_watcher_leader") is None:
+        REGISTRY.register(WATCHER_LEADER)

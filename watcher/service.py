@@ -79,6 +79,7 @@ class Service:
 
     def run(self, stop: threading.Event, iterations: int | None = None) -> str:
         """The election loop; `iterations` bounds its rounds (tests). Returns why it ended."""
+        metrics.export_watcher_metrics()
         rounds = 0
         why = "stopped"
         try:
