@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from kubequeue.errors import ConfigError
-from kubequeue.sim import kubeconfig, new_loop
+from kubequeue.sim import kubeconfig, new_loop, tune_gc
 from kubequeue.sim.cluster import NodePool, parse_pool
 from kubequeue.sim.config import SimConfig
 from kubequeue.sim.faults import FaultConfig
@@ -44,6 +44,7 @@ async def _serve(config: SimConfig, kubeconfig_out: Path | None) -> None:
         running: Running = await boot(config)
     except OSError as e:
         raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {e}") from e
+    tune_gc(freeze=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
