@@ -9,6 +9,7 @@ Writes bench/results/<date>-<name>.{json,png,md}; see bench/METHOD.md for what i
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -214,9 +215,19 @@ def _settings(**kw: Any) -> Settings:
     default=None,
     help="Keep every process's logs and working files in this directory (must not exist).",
 )
-def bench(out: Path, keep: Path | None, **kw: Any) -> None:  # fmt: skip
+@click.option(
+    "--replot",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Only redraw the PNG and markdown of an earlier results JSON (into --out).",
+)
+def bench(out: Path, keep: Path | None, replot: Path | None, **kw: Any) -> None:  # fmt: skip
     """Benchmark kubequeue against the KubernetesExecutor on the simulated cluster."""
     from kubequeue.bench import run, soak
+
+    if replot is not None:
+        _report(Console(width=140), json.loads(replot.read_text()), out)
+        return
 
     settings = _settings(**kw)
     unknown = set(settings.skip) - set(PHASES)
@@ -233,7 +244,10 @@ def bench(out: Path, keep: Path | None, **kw: Any) -> None:  # fmt: skip
             soaked = soak.run_soak(settings, sink) if settings.soak else None
     except KubeQueueError as e:
         raise click.ClickException(str(e)) from e
-    doc = output.document(settings, results, soaked)
+    _report(console, output.document(settings, results, soaked), out)
+
+
+def _report(console: Console, doc: dict[str, Any], out: Path) -> None:
     paths = output.write(doc, out)
     console.print(summary_table(doc))
     console.print(targets_table(doc))

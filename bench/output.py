@@ -196,6 +196,40 @@ RATIO_COLUMNS = (
 SHORT = {"ke-default": "KE default", "ke-tuned": "KE tuned", "limit": "limit"}
 
 
+CPU_PARTS = ("scheduler", "KE helpers", "dispatchers", "watcher", "redis", "simulator")
+
+
+def cpu_table(results: dict[str, Any], phase: str = "burst") -> list[str]:
+    """Where the CPU goes per task, by process, in the burst phase: on a machine whose cores
+    everything shares, the largest share is what limits throughput."""
+    lines = [
+        f"CPU ms per task by process ({phase} phase):",
+        "",
+        "| system | " + " | ".join(CPU_PARTS) + " |",
+        "|---|" + "---:|" * len(CPU_PARTS),
+    ]
+    for system, phases in results.items():
+        f = phases.get(phase)
+        if not f:
+            continue
+        fleet = f.get("fleet_cpu_ms_per_task") or {}
+        values = [
+            f.get("scheduler_cpu_ms_per_task", math.nan),
+            f.get("helper_cpu_ms_per_task", math.nan) if system.startswith("ke") else math.nan,
+            fleet.get("dispatcher", math.nan),
+            fleet.get("watcher", math.nan),
+            fleet.get("redis", math.nan),
+            f.get("sim_cpu_ms_per_task", _sim_cpu(f)),
+        ]
+        lines.append(f"| {system} | " + " | ".join(_fmt(v, 2) for v in values) + " |")
+    return lines
+
+
+def _sim_cpu(f: dict[str, Any]) -> float:
+    share, wall, n = f.get("sim_cpu_share"), f.get("wall_s"), f.get("tasks")
+    return share * wall * 1000.0 / n if share is not None and wall and n else math.nan
+
+
 def ratio_table(ratios: dict[str, Any]) -> list[str]:
     """kubequeue's figure divided by each baseline's (above 1 is better for throughput,
     below 1 is better for latency and CPU)."""
@@ -239,6 +273,7 @@ def markdown(doc: dict[str, Any], png: str) -> str:
         cells = [_fmt(v, d) for v, (_, d) in zip(row, HEADLINE, strict=True)]
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
     lines += ["", *ratio_table(doc["ratios"])]
+    lines += ["", *cpu_table(res)]
     lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
     for t in doc["targets"]:
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]

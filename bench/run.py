@@ -227,6 +227,7 @@ def _figures(raw: dict[str, Any], pods: list[Any]) -> dict[str, Any]:
         note=result.note,
         wall_s=wall,
         sim_cpu_share=cpu.get("sim", 0.0) / wall,  # cores the simulator used
+        sim_cpu_ms_per_task=cpu.get("sim", 0.0) * 1000.0 / n,
         fleet_cpu_ms_per_task={
             k: v * 1000.0 / n for k, v in cpu.items() if k in ("dispatcher", "watcher", "redis")
         },

@@ -108,3 +108,13 @@ def test_bad_flags_are_usage_errors(args: list[str], message: str) -> None:
 
 def test_added_latency_is_nan_without_a_limit_run() -> None:
     assert math.isnan(measure.added_latency({"kubequeue-1": {}}, "kubequeue-1")["p50"])
+
+
+def test_replot_redraws_an_earlier_run(tmp_path: Path) -> None:
+    doc = output.document(Settings(n=10, name="again"), results())
+    first = output.write(doc, tmp_path / "first")
+    result = CliRunner().invoke(bench, ["--replot", str(first["json"]), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / first["md"].name).read_text()
+    assert "CPU ms per task by process (burst phase):" in md
+    assert (tmp_path / first["png"].name).exists()
