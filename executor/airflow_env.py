@@ -56,6 +56,9 @@ class AirflowSetup:
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_folder),
             # A worker idles this long after its task: 1 s instead of 5 s per pod.
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+            # One API server process on a busy 2-core machine can take longer than the
+            # default 5 s to answer; a task should not die of that.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         }
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
