@@ -35,6 +35,13 @@ class Proc:
     argv: list[str]
     log_path: Path
     popen: subprocess.Popen[bytes]
+    # SIGTERM goes once: a second one means "exit now" to the dispatcher, as to most servers
+    term_sent: bool = False
+
+    def terminate(self) -> None:
+        if self.alive and not self.term_sent:
+            self.term_sent = True
+            _signal_group(self.popen.pid, signal.SIGTERM)
 
     @property
     def alive(self) -> bool:
@@ -92,7 +99,7 @@ class Processes:
         """SIGTERM the process group, SIGKILL it after `grace` seconds; returns the code."""
         grace = self.grace if grace is None else grace
         if proc.alive:
-            _signal_group(proc.popen.pid, signal.SIGTERM)
+            proc.terminate()
             try:
                 proc.popen.wait(grace)
             except subprocess.TimeoutExpired:
@@ -111,8 +118,7 @@ class Processes:
         """SIGTERM every process at once (stopping them one by one would add their
         shutdown times up), then stop each in reverse order; then the deferred stops."""
         for proc in self.started:
-            if proc.alive:
-                _signal_group(proc.popen.pid, signal.SIGTERM)
+            proc.terminate()
         while self._stops:
             with contextlib.suppress(Exception):
                 self._stops.pop()()
