@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 _NEXT_KEYS = {"admit", "sandbox", "containers", "pod", "conditions", "events", "delete"}
@@ -49,9 +49,12 @@ def rfc3339(t: float | None = None) -> str:
 
 
 def micro_time(t: float | None = None) -> str:
-    return datetime.fromtimestamp(time.time() if t is None else t, UTC).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ"
-    )
+    """`2026-11-25T10:00:00.123456Z` (MicroTime), the second's text shared with rfc3339."""
+    fraction, second = math.modf(time.time() if t is None else t)
+    micros = round(fraction * 1_000_000)
+    if micros == 1_000_000:
+        second, micros = second + 1, 0
+    return f"{rfc3339(second)[:-1]}.{micros:06d}Z"
 
 
 def go_duration(seconds: float) -> str:
