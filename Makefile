@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install system-deps test test-fast lint demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## system-deps: redis-server and prometheus/promtool from Debian, if missing
+system-deps:
+	./scripts/system-deps.sh
+
 ## test: unit, integration (real Redis/Valkey + simulated cluster) and end-to-end (real Airflow)
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-fast: unit tests only
