@@ -18,15 +18,18 @@ from types import FrameType
 import click
 import kubernetes
 
-from kubequeue import kube
+from kubequeue import health, kube
 from kubequeue.dispatcher.handle import Handler
-from kubequeue.dispatcher.health import Health
 from kubequeue.dispatcher.loop import Dispatcher, Options
 from kubequeue.errors import KubeApiError, KubeQueueError
 from kubequeue.pools import PoolsConfig, load
 from kubequeue.settings import DISPATCHER_METRICS_PORT, Settings, options, ping_redis
 
 log = logging.getLogger("kubequeue.dispatcher")
+
+# /healthz fails once the claim loop has not turned for this long: it turns even when idle,
+# so a minute without a turn means stuck, not busy.
+STALL_AFTER = 60.0
 
 
 @click.command()
@@ -104,9 +107,11 @@ def dispatcher(
     )
     handler = Handler(pools, apis, retry_for=retry_for)
     d = Dispatcher(client, settings.keys, pools, handler, opts)
-    health = Health(lambda: _not_ready(d, client, apis), lambda: d.last_tick)
+    ready = health.CachedProbe(lambda: _not_ready(d, client, apis))
+    server = None
     if settings.metrics_port:
-        health.serve(settings.metrics_port)
+        ready.start()
+        server = health.serve(settings.metrics_port, lambda: _stalled(d), ready)
     _install_signals(d)
     log.info(
         "dispatcher %s: queues %s -> pools %s, concurrency %d, metrics on :%s",
@@ -117,7 +122,9 @@ def dispatcher(
         settings.metrics_port or "off",
     )
     d.run()
-    health.stop()
+    ready.stop()
+    if server is not None:
+        server.stop()
     sys.exit(0)
 
 
@@ -146,6 +153,10 @@ def _api_clients(
             by_context[context] = kube.api_client(kubeconfig, context, pool_size=concurrency)
         apis[pool_name] = by_context[context]
     return apis
+
+
+def _stalled(d: Dispatcher) -> str | None:
+    return health.stalled(d.last_tick, STALL_AFTER, "the claim loop")
 
 
 def _not_ready(

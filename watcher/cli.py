@@ -10,10 +10,10 @@ from types import FrameType
 
 import click
 
+from kubequeue import health
 from kubequeue import pools as pools_file
 from kubequeue import settings as settings_mod
 from kubequeue.errors import KubeQueueError
-from kubequeue.watcher import metrics_server
 from kubequeue.watcher.leader import LEASE_DURATION
 from kubequeue.watcher.service import Service, api_clients, default_identity, policies
 
@@ -75,14 +75,12 @@ def watcher(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    health = None
-    if metrics_port:
-        health = metrics_server.serve(metrics_port, service.alive, service.not_ready)
+    server = health.serve(metrics_port, service.alive, service.not_ready) if metrics_port else None
     try:
         service.run(stop)
     finally:
-        if health is not None:
-            health.stop()
+        if server is not None:
+            server.stop()
 
 
 def _build(

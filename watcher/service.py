@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import kubernetes
 import redis
 
-from kubequeue import kube, metrics
+from kubequeue import health, kube, metrics
 from kubequeue.errors import KubeApiError
 from kubequeue.keys import Keys
 from kubequeue.pools import PoolsConfig
@@ -122,9 +122,9 @@ class Service:
 
     # --- health --------------------------------------------------------------------------
 
-    def alive(self) -> bool:
-        """The election loop turned recently (liveness)."""
-        return time.monotonic() - self._beat < 3 * self.elector.retry_period + 10
+    def alive(self) -> str | None:
+        """None while the election loop turns (liveness), else why not."""
+        return health.stalled(self._beat, 3 * self.elector.retry_period + 10, "the election loop")
 
     def not_ready(self) -> str | None:
         """None when Redis and every Kubernetes API answer, else a one-line reason."""

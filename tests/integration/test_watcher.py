@@ -19,12 +19,11 @@ from typing import Any
 import kubernetes
 import pytest
 
-from kubequeue import embedded_redis, inflight, kube, metrics, naming, settings, stream
+from kubequeue import embedded_redis, health, inflight, kube, metrics, naming, settings, stream
 from kubequeue.keys import Keys
 from kubequeue.messages import EventType, Reason, TaskEvent
 from kubequeue.sim import Sim, SimConfig
 from kubequeue.sim.cluster import NodePool
-from kubequeue.watcher import metrics_server
 from kubequeue.watcher.service import Service
 from kubequeue.watcher.term import Timing
 from kubequeue.watcher.tracker import PoolPolicy
@@ -341,7 +340,7 @@ def _sample(name: str, labels: dict[str, str]) -> float:
 def test_metrics_have_one_observation_per_task_per_phase(harness: Harness) -> None:
     harness.pools = {"mpool": PoolPolicy("mpool", NS, startup_timeout=30)}
     harness.start()
-    server = metrics_server.serve(0, harness.service.alive, harness.service.not_ready)  # type: ignore[union-attr]
+    server = health.serve(0, harness.service.alive, harness.service.not_ready)  # type: ignore[union-attr]
     try:
         ids = [harness.create(task_pod(queue="metrics-q", pool="mpool")) for _ in range(12)]
         failing = harness.create(task_pod(queue="metrics-q", pool="mpool", exit_code=2))
