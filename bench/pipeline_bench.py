@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,12 +44,6 @@ pools:
 queues: {qa: a, qb: b}
 """
 KUBEQUEUE = [str(Path(sys.executable).with_name("kubequeue"))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -87,7 +80,7 @@ def sim_process(workdir: Path) -> Iterator[Path]:
 def dispatchers(
     n: int, redis_url: str, pools: Path, kubeconfig: Path, concurrency: int
 ) -> Iterator[list[int]]:
-    ports = [free_port() for _ in range(n)]
+    ports = [embedded_redis.free_port() for _ in range(n)]
     common = ["--redis-url", redis_url, "--pools", str(pools), "--kubeconfig", str(kubeconfig),
               "--concurrency", str(concurrency), "--log-level", "WARNING"]  # fmt: skip
     procs = [
