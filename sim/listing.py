@@ -13,7 +13,7 @@ from aiohttp import web
 
 from kubequeue.sim import pods, selectors, status, tables
 from kubequeue.sim.selectors import Matcher
-from kubequeue.sim.watch import Watcher, json_line, serve_error
+from kubequeue.sim.watch import LineCache, Watcher, json_line, serve_error
 from kubequeue.sim.wire import Format, Target, dumps, negotiate
 
 if TYPE_CHECKING:
@@ -144,13 +144,13 @@ def _encoder(target: Target, fmt: Format, include: str) -> Any:
         return json_line
     if fmt.kind == "meta":
 
-        def meta_line(kind: str, obj: dict, cache: dict[int, bytes]) -> bytes:
+        def meta_line(kind: str, obj: dict, cache: LineCache) -> bytes:
             return dumps({"type": kind, "object": tables.partial(obj, fmt.version)}) + b"\n"
 
         return meta_line
     first = [True]
 
-    def table_line(kind: str, obj: dict, cache: dict[int, bytes]) -> bytes:
+    def table_line(kind: str, obj: dict, cache: LineCache) -> bytes:
         meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
         rendered = tables.table(
             target.info.name, [obj], meta, include=include, version=fmt.version, headers=first[0]

@@ -20,16 +20,19 @@ from kubequeue.sim.selectors import Matcher
 from kubequeue.sim.store import Change, Store
 from kubequeue.sim.wire import dumps
 
-Encoder = Callable[[str, dict, dict[int, bytes]], bytes]  # (type, object, cache) -> line
+LineCache = dict[tuple[str, int], bytes]  # (type, id(object)) -> line, for one fan-out
+Encoder = Callable[[str, dict, LineCache], bytes]  # (type, object, cache) -> line
 MAX_BUFFER = 64 * 1024 * 1024  # a watcher this far behind is closed, as the apiserver does
 
 
-def json_line(kind: str, obj: dict, cache: dict[int, bytes]) -> bytes:
-    """`{"type":..,"object":..}\\n`, encoding each object once for all watchers."""
-    encoded = cache.get(id(obj))
-    if encoded is None:
-        encoded = cache[id(obj)] = dumps(obj)
-    return b'{"type":"' + kind.encode() + b'","object":' + encoded + b"}\n"
+def json_line(kind: str, obj: dict, cache: LineCache) -> bytes:
+    """`{"type":..,"object":..}\\n`, encoded once per change and shared by every watcher
+    (the bytes are immutable; watchers only queue them)."""
+    key = (kind, id(obj))
+    line = cache.get(key)
+    if line is None:
+        line = cache[key] = b'{"type":"' + kind.encode() + b'","object":' + dumps(obj) + b"}\n"
+    return line
 
 
 @dataclass(eq=False)
@@ -60,7 +63,7 @@ class Watcher:
         self.closed = True
         self.wake.set()
 
-    def offer(self, change: Change, cache: dict[int, bytes]) -> None:
+    def offer(self, change: Change, cache: LineCache) -> None:
         obj = change.obj
         if change.rv <= self.min_rv:
             return
@@ -81,7 +84,7 @@ class Watcher:
             # Left the selection: DELETED carrying the last matching state at the new RV.
             prev = change.prev
             gone = {**prev, "metadata": {**prev["metadata"], "resourceVersion": str(change.rv)}}
-            self.push(self.encode("DELETED", gone, cache))
+            self.push(self.encode("DELETED", gone, {}))  # a new dict: its id may be reused
 
 
 class WatchHub:
@@ -96,14 +99,14 @@ class WatchHub:
         change = self.store.last_change
         if not watchers or change is None:
             return
-        cache: dict[int, bytes] = {}
+        cache: LineCache = {}
         for w in list(watchers):
             w.offer(change, cache)
 
     def open(self, w: Watcher, rv: int | None, initial_end_bookmark: bool = False) -> None:
         """Queue the initial events and start following; atomic (no await), so no change
         falls between the two. `rv` None: every current object as ADDED first."""
-        cache: dict[int, bytes] = {}
+        cache: LineCache = {}
         if rv is None:
             for obj in self.store.list(w.resource, w.namespace):
                 if w.matcher is None or w.matcher(obj):
