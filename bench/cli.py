@@ -75,7 +75,7 @@ def summary_table(doc: dict[str, Any]) -> Table:
     table = Table(
         title=f"kubequeue bench - N={s['n']}, {doc['date']}",
         caption=f"burst: N at once, tight loop; paced: {s['paced_n']} tasks, "
-        f"{s['loop_ms']:g} ms loop (heartbeat, CPU); rate: {s['rate']:g} tasks/s arriving",
+        f"{s['loop_ms']:g} ms loop (heartbeat, CPU); rate: {s['rate']:g} tasks/s arriving, paced",
     )
     table.add_column("system")
     for header, _ in output.HEADLINE:

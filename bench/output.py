@@ -262,7 +262,8 @@ def markdown(doc: dict[str, Any], png: str) -> str:
         "",
         f"*burst*: N tasks queued at once, tight heartbeat loop; *paced*: {s['paced_n']} tasks, "
         f"one heartbeat per {s['loop_ms']:g} ms scheduler loop (heartbeat and CPU figures); "
-        f"*rate*: tasks arriving at {s['rate']:g}/s (latency queued → pod created). *CPU*: "
+        f"*rate*: tasks arriving at {s['rate']:g}/s, paced loop (latency queued → pod created). "
+        "*CPU*: "
         "in the scheduler process; *other CPU*: KE's watcher and Manager processes, or "
         "kubequeue's dispatchers, watcher and Redis.",
         "",

@@ -158,7 +158,11 @@ def phase_plan(settings: Settings) -> dict[str, Phase]:
         "paced": Phase(
             "paced", min(s.n, s.paced_n), loop_ms=s.loop_ms, task_seconds=s.task_seconds
         ),
-        "rate": Phase("rate", rate_tasks, rate=s.rate, task_seconds=s.task_seconds),
+        # Paced, as a scheduler loop is: each loop hands over what arrived since the last one
+        # and heartbeats at once, so the queued stamp (the handover) adds no loop delay.
+        "rate": Phase(
+            "rate", rate_tasks, rate=s.rate, loop_ms=s.loop_ms, task_seconds=s.task_seconds
+        ),
         "ladder": Phase("ladder", max(s.levels), task_seconds=3600.0, levels=s.levels),
     }
     return {k: v for k, v in phases.items() if k not in s.skip}

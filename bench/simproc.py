@@ -19,6 +19,7 @@ import multiprocessing as mp
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,22 @@ class PodTimes:
     created: float
     running: float
     finished: float
+    dispatched: float = 0.0  # kubequeue pods: when a dispatcher claimed the task
+
+
+DISPATCHED_AT = "kubequeue.io/dispatched-at"
+
+
+def annotation_time(annotations: dict[str, str] | None, name: str) -> float:
+    """An RFC 3339 annotation (kubequeue writes microseconds) as epoch seconds; 0.0 if absent
+    or unreadable."""
+    raw = (annotations or {}).get(name)
+    if not raw:
+        return 0.0
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def task_ref(labels: dict[str, str] | None, annotations: dict[str, str] | None) -> tuple[str, int]:
@@ -153,7 +170,8 @@ class Recorder:
         for created, running, finished, labels, annots in pods.values():
             dag_id, index = task_ref(labels, annots)
             if index >= 0:
-                out.append(PodTimes(dag_id, index, created, running, finished))
+                dispatched = annotation_time(annots, DISPATCHED_AT)
+                out.append(PodTimes(dag_id, index, created, running, finished, dispatched))
         return out
 
 

@@ -88,3 +88,12 @@ def test_added_latency_subtracts_the_limit() -> None:
 def test_lookup_and_ratio_tolerate_missing_values() -> None:
     assert math.isnan(measure.lookup({}, "latency_created_ms.p99"))
     assert math.isnan(measure.ratio(1.0, 0.0))
+
+
+def test_kubequeue_latency_is_split_at_the_dispatch() -> None:
+    pods = [PodTimes("bench_rate", 0, 100.05, 100.4, 0.0, dispatched=100.01)]
+    f = measure.phase_figures([100.0], pods, [], 0.0, 0.0)
+    assert f["latency_dispatched_ms"]["p50"] == pytest.approx(10.0)
+    assert f["latency_dispatched_to_created_ms"]["p50"] == pytest.approx(40.0)
+    # other systems' pods carry no dispatch time: no split
+    assert "latency_dispatched_ms" not in measure.phase_figures([100.0], [pod(0, 100.05)], [], 0, 0)

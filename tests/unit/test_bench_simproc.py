@@ -43,3 +43,15 @@ def test_recorder_drops_pods_that_are_not_benchmark_tasks() -> None:
     rec = Recorder([0, 0, 0, 0])
     rec("ADDED", "pods", pod("u1"))
     assert rec.take() == []
+
+
+def test_dispatched_at_annotation_is_read_as_epoch_seconds() -> None:
+    from kubequeue.bench.simproc import DISPATCHED_AT, annotation_time
+
+    ann = {DISPATCHED_AT: "2026-11-25T10:00:00.250000Z"}
+    assert annotation_time(ann, DISPATCHED_AT) == 1795600800.25
+    assert annotation_time({DISPATCHED_AT: "soon"}, DISPATCHED_AT) == 0.0
+    assert annotation_time(None, DISPATCHED_AT) == 0.0
+    rec = Recorder([0, 0, 0, 0])
+    rec("ADDED", "pods", pod("u1", dag_id="bench_b", map_index="1", **ann))
+    assert rec.take()[0].dispatched == 1795600800.25
