@@ -35,6 +35,7 @@ from kubequeue.sim import FaultConfig, SimConfig
 from kubequeue.sim import start as start_sim
 from kubequeue.sim.cluster import NodePool
 from tests.deploy.promql import rule_groups
+from tests.fixtures.waiting import http_get
 
 # Three queues: one that works, one whose image cannot be pulled, one whose node selector
 # matches no node. startupTimeout is short so the failing ones fail fast.
@@ -73,16 +74,6 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:
-        return 0, ""
 
 
 @dataclass

@@ -24,6 +24,7 @@ from kubequeue.messages import Reason, TaskEvent, TaskKey, TaskSpec
 from kubequeue.pools import PoolsConfig, parse
 from kubequeue.sim import Sim, SimConfig
 from kubequeue.sim.cluster import NodePool
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +34,6 @@ pools:
   b: {namespace: tasks, image: img, nodeSelector: {kubequeue.io/pool: b}, maxInFlight: 5}
 queues: {qa: a, qa2: a, qb: b}
 """
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} (last: {value!r})")
-        time.sleep(0.02)
 
 
 def make_spec(i: int, queue: str = "qa", **kw: Any) -> TaskSpec:

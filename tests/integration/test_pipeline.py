@@ -4,12 +4,9 @@ over several queues and pools, replicas killed with SIGKILL, SIGTERM, and start-
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +14,15 @@ from typing import Any
 import pytest
 import redis
 
-from kubequeue import inflight, naming, queues
+from kubequeue import embedded_redis, inflight, naming, queues
 from kubequeue.client import Client
 from kubequeue.keys import Keys
 from kubequeue.messages import TaskKey, TaskSpec
 from kubequeue.pools import load
 from kubequeue.sim import Sim, SimConfig
 from kubequeue.sim.cluster import NodePool
+from tests.fixtures import waiting
+from tests.fixtures.waiting import http_get
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,20 +36,8 @@ KUBEQUEUE = Path(sys.executable).with_name("kubequeue")
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} (last: {value!r})")
-        time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """Processes start slowly on a loaded machine: these tests assert what happens, not when."""
+    return waiting.wait_for(what, check, timeout)
 
 
 def make_specs(n: int, names: list[str]) -> list[TaskSpec]:
@@ -145,11 +132,11 @@ def cluster(sim_factory: Callable[..., Sim], redis_url: str, tmp_path: Path) -> 
 
 
 def test_500_tasks_3_queues_2_pools_2_dispatchers(cluster: Cluster) -> None:
-    ports = [free_port(), free_port()]
+    ports = [embedded_redis.free_port(), embedded_redis.free_port()]
     cluster.dispatcher("d1", "--concurrency", "8", port=ports[0])
     cluster.dispatcher("d2", "--concurrency", "8", port=ports[1])
     for port in ports:
-        wait_for("ready", lambda p=port: _get(f"http://127.0.0.1:{p}/readyz")[0] == 200)
+        wait_for("ready", lambda p=port: http_get(f"http://127.0.0.1:{p}/readyz")[0] == 200)
     specs = make_specs(500, ["qa", "qa2", "qb"])
     assert cluster.client.submit(specs) == []
     wait_for("every spec dispatched", cluster.drained, timeout=120)
@@ -175,7 +162,7 @@ def test_500_tasks_3_queues_2_pools_2_dispatchers(cluster: Cluster) -> None:
 
 
 def _created(port: int) -> float:
-    status, text = _get(f"http://127.0.0.1:{port}/metrics")
+    status, text = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     return sum(
         float(line.rsplit(" ", 1)[1])
@@ -230,25 +217,15 @@ def test_sigterm_finishes_in_flight_and_exits_0(cluster: Cluster) -> None:
     assert set(cluster.pods()) == {s.id for s in specs}
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:  # not listening yet
-        return 0, str(e)
-
-
 def test_health_endpoints_and_metrics(cluster: Cluster, tmp_path: Path) -> None:
-    port = free_port()
+    port = embedded_redis.free_port()
     cluster.dispatcher("d", port=port)
     base = f"http://127.0.0.1:{port}"
-    wait_for("ready", lambda: _get(f"{base}/readyz") == (200, "ok\n"))
-    assert _get(f"{base}/healthz") == (200, "ok\n")
+    wait_for("ready", lambda: http_get(f"{base}/readyz") == (200, "ok\n"))
+    assert http_get(f"{base}/healthz") == (200, "ok\n")
     cluster.client.submit(make_specs(3, ["qa"]))
     wait_for("drained", cluster.drained)
-    status, text = _get(f"{base}/metrics")
+    status, text = http_get(f"{base}/metrics")
     assert status == 200
     assert 'kubequeue_dispatches_total{outcome="created",pool="a",queue="qa"} 3.0' in text
     assert "kubequeue_queued_to_create_sent_seconds_count" in text
@@ -259,7 +236,7 @@ def test_health_endpoints_and_metrics(cluster: Cluster, tmp_path: Path) -> None:
         "clusters: [{name: d, cluster: {server: 'http://127.0.0.1:1'}}]\n"
         "contexts: [{name: d, context: {cluster: d, user: d}}]\nusers: [{name: d, user: {}}]\n"
     )
-    port2 = free_port()
+    port2 = embedded_redis.free_port()
     cluster.procs["dead"] = subprocess.Popen(
         [str(KUBEQUEUE), "dispatcher", "--redis-url", cluster.redis_url, "--pools",
          str(cluster.pools_file), "--kubeconfig", str(dead), "--metrics-port", str(port2),
@@ -267,6 +244,6 @@ def test_health_endpoints_and_metrics(cluster: Cluster, tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     status, body = wait_for(
-        "unready", lambda: (r := _get(f"http://127.0.0.1:{port2}/readyz"))[0] == 503 and r
+        "unready", lambda: (r := http_get(f"http://127.0.0.1:{port2}/readyz"))[0] == 503 and r
     )
     assert body.startswith("Kubernetes API of pool 'b' does not answer: Kubernetes API error 0")
