@@ -26,7 +26,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -340,12 +339,5 @@ class Dispatcher:
         self.redis.zremrangebyscore(self.keys.revoked(), "-inf", time.time() - REVOKED_KEEP)
 
     def _gauges(self) -> None:
-        now = time.time()
-        pipe: Any = self.redis.pipeline(transaction=False)
-        for queue in self.options.queues:
-            pipe.llen(queues.queue_key(self.keys, queue))
-        depths = pipe.execute()
-        for queue, n in zip(self.options.queues, depths, strict=True):
-            metrics.QUEUE_DEPTH.labels(queue).set(n)
-            oldest = queues.oldest_queued_at(self.redis, self.keys, queue) if n else None
-            metrics.OLDEST_QUEUED_AGE.labels(queue).set(max(now - oldest, 0.0) if oldest else 0.0)
+        rows = queues.backlog(self.redis, self.keys, self.options.queues)
+        metrics.set_backlog(rows, time.time())

@@ -8,6 +8,8 @@ dispatcher and the watcher each expose the ones they update on their own /metric
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 # Start-up latency buckets: 10 ms .. 10 min (a workload token dies at 600 s by default).
@@ -149,3 +151,11 @@ def export_watcher_metrics() -> None:
     """Add the watcher-only metrics to the default registry (idempotent)."""
     if REGISTRY.get_sample_value("kubequeue_watcher_leader") is None:
         REGISTRY.register(WATCHER_LEADER)
+
+
+def set_backlog(rows: Iterable[tuple[str, int, float | None]], now: float) -> None:
+    """QUEUE_DEPTH and OLDEST_QUEUED_AGE from `queues.backlog()` rows, at time `now`; a
+    queued_at ahead of this clock (skew between hosts) counts as age 0."""
+    for queue, depth, oldest in rows:
+        QUEUE_DEPTH.labels(queue).set(depth)
+        OLDEST_QUEUED_AGE.labels(queue).set(max(now - oldest, 0.0) if oldest else 0.0)

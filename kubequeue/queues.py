@@ -158,6 +158,21 @@ def oldest_queued_at(client: redis.Redis, keys: Keys, queue: str) -> float | Non
         return None
 
 
+def backlog(
+    client: redis.Redis, keys: Keys, names: Sequence[str]
+) -> list[tuple[str, int, float | None]]:
+    """(queue, depth, queued_at of its oldest spec or None) for each of `names`: one
+    pipelined LLEN round trip, then one head read per queue that is not empty."""
+    pipe: Any = client.pipeline(transaction=False)
+    for name in names:
+        pipe.llen(queue_key(keys, name))
+    depths = [int(n) for n in pipe.execute()]
+    return [
+        (name, n, oldest_queued_at(client, keys, name) if n else None)
+        for name, n in zip(names, depths, strict=True)
+    ]
+
+
 # --- the dispatcher's side --------------------------------------------------------------
 
 

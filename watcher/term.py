@@ -207,15 +207,11 @@ class Term:
 
     def _queue_gauges(self, now: float) -> None:
         try:
-            for name in self.queue_names:
-                client = self.publisher.client
-                metrics.QUEUE_DEPTH.labels(name).set(
-                    queues.depth(client, self.publisher.keys, name)
-                )
-                oldest = queues.oldest_queued_at(client, self.publisher.keys, name)
-                metrics.OLDEST_QUEUED_AGE.labels(name).set(0 if oldest is None else now - oldest)
+            rows = queues.backlog(self.publisher.client, self.publisher.keys, self.queue_names)
         except REDIS_ERRORS as e:
             log.warning("reading queue depths failed: %s", e)
+            return
+        metrics.set_backlog(rows, now)
 
     def _renew(self) -> None:
         slots: dict[str, list[str]] = defaultdict(list)

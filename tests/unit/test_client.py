@@ -8,6 +8,7 @@ import time
 import fakeredis
 import pytest
 
+from kubequeue import metrics, queues
 from kubequeue.client import Client
 from kubequeue.keys import Keys
 from kubequeue.messages import EventType, Reason, TaskKey, TaskSpec
@@ -65,3 +66,17 @@ def test_events_cost_does_not_grow_with_tasks_in_flight(
     monkeypatch.setattr(client.redis, "execute_command", record)
     assert client.events(cursor) == ([], cursor)
     assert sent == ["XREAD"]  # one command, whatever runs; the tasks hash is not read
+
+
+def test_backlog_gauges_depth_and_age_of_the_oldest_spec(client: Client) -> None:
+    client.submit([spec(1), spec(2)])
+    rows = queues.backlog(client.redis, client.keys, ["qa", "empty"])
+    assert [(q, n) for q, n, _ in rows] == [("qa", 2), ("empty", 0)]
+    oldest = rows[0][2]
+    assert oldest is not None and rows[1][2] is None
+    metrics.set_backlog(rows, oldest + 30)
+    assert metrics.QUEUE_DEPTH.labels("qa")._value.get() == 2
+    assert metrics.OLDEST_QUEUED_AGE.labels("qa")._value.get() == 30
+    assert metrics.OLDEST_QUEUED_AGE.labels("empty")._value.get() == 0
+    metrics.set_backlog(rows, oldest - 5)  # another host's clock ahead of ours: not negative
+    assert metrics.OLDEST_QUEUED_AGE.labels("qa")._value.get() == 0
