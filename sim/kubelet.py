@@ -166,7 +166,7 @@ class Kubelet:
             return
         # No need to match again: every change since went through _evaluate, which keeps
         # the timer only while its stage still matches.
-        if any(d.backoff for d in stage.delay):  # only back-off delays count repeats
+        if stage.backs_off:  # only back-off delays count repeats
             counts = self.fired.setdefault(key, {})
             counts[stage.name] = counts.get(stage.name, 0) + 1
         ctx = Context(rt.name, rt.ip, rt.pod_ip, delay=delay)

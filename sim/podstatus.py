@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 _NEXT_KEYS = {"admit", "sandbox", "containers", "pod", "conditions", "events", "delete"}
@@ -34,6 +35,7 @@ _TEMPLATE_FIELDS = {"image", "container", "pod", "namespace", "node", "delay"}
 # The order a kubelet writes pod conditions in (kubectl describe shows them so).
 _ORDER = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
 _RANK = {kind: n for n, kind in enumerate(_ORDER)}
+_LAST = len(_ORDER)  # unknown condition types go after the known ones
 _TERMINAL = ("Succeeded", "Failed")
 _event_seq = itertools.count()
 
@@ -139,6 +141,11 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()
 
 
+@lru_cache(maxsize=1024)
+def _image_id(image: str) -> str:
+    return f"{image}@sha256:{_digest(image)}"  # pods share images: hash each once
+
+
 def container_state(
     pod: Mapping[str, Any],
     container: Mapping[str, Any],
@@ -173,7 +180,7 @@ def container_state(
         return status
     status["containerID"] = cid
     if kind == "running":
-        status["imageID"] = old.get("imageID") or f"{image}@sha256:{_digest(image)}"
+        status["imageID"] = old.get("imageID") or _image_id(image)
         status.update(ready=True, started=True, state={"running": {"startedAt": now}})
         return status
     started = (old.get("state") or {}).get("running", {}).get("startedAt")
@@ -189,21 +196,25 @@ def container_state(
     return status
 
 
+def _rank(condition: Mapping[str, Any]) -> int:
+    return _RANK.get(condition.get("type", ""), _LAST)
+
+
 def set_condition(
     status: dict[str, Any], kind: str, value: bool, now: str, reason: str = "", message: str = ""
 ) -> None:
     """Set one pod condition, keeping lastTransitionTime unless its status changes."""
     text = "True" if value else "False"
     conditions: list[dict[str, Any]] = status.get("conditions") or []
-    at = next((i for i, c in enumerate(conditions) if c.get("type") == kind), None)
-    old = conditions[at] if at is not None else None
-    if old and (old["status"], old.get("reason", ""), old.get("message", "")) == (
-        text,
-        reason,
-        message,
-    ):
-        return  # unchanged: keep the very same list (and save the copy)
-    since = old.get("lastTransitionTime") if old and old.get("status") == text else now
+    since, at = now, -1
+    for i, old in enumerate(conditions):
+        if old.get("type") == kind:
+            at = i
+            if old.get("status") == text:
+                if old.get("reason", "") == reason and old.get("message", "") == message:
+                    return  # unchanged: keep the very same list (and save the copy)
+                since = old.get("lastTransitionTime") or now
+            break
     cond: dict[str, Any] = {"type": kind, "status": text, "lastProbeTime": None}
     cond["lastTransitionTime"] = since
     if reason:
@@ -211,11 +222,11 @@ def set_condition(
     if message:
         cond["message"] = message
     conditions = list(conditions)
-    if at is not None:
+    if at >= 0:
         conditions[at] = cond
     else:
         conditions.append(cond)
-        conditions.sort(key=lambda c: _RANK.get(c.get("type", ""), len(_ORDER)))
+        conditions.sort(key=_rank)
     status["conditions"] = conditions
 
 

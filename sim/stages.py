@@ -90,9 +90,7 @@ def pod_facts(pod: Mapping[str, Any]) -> Facts:
     }
 
 
-def _field(pod: Mapping[str, Any], name: str, key: str) -> str | list[str] | None:
-    if name == "image":
-        return [c.get("image", "") for c in pod.get("spec", {}).get("containers", ())]
+def _field(pod: Mapping[str, Any], name: str, key: str) -> str | None:
     if name in ("labels", "annotations"):
         return (pod["metadata"].get(name) or {}).get(key)
     for cond in (pod.get("status") or {}).get("conditions") or ():
@@ -110,16 +108,26 @@ class Match:
     op: str = "in"  # in | not_in | exists | matches | not_matches
     values: tuple[str | None, ...] = ()
     pattern: re.Pattern[str] | None = None
+    _images: dict[tuple[str, str], bool] = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, pod: Mapping[str, Any], facts: Facts | None = None) -> bool:
         if self.name in _FACTS:
             return self._one((facts or pod_facts(pod))[self.name], self.op)
-        got = _field(pod, self.name, self.key)
-        if isinstance(got, list):  # image: any container
+        if self.name == "image":  # any container (not_matches: none)
+            images = [c.get("image", "") for c in pod.get("spec", {}).get("containers", ())]
             if self.op == "not_matches":
-                return not any(self._one(v, "matches") for v in got)
-            return any(self._one(v, self.op) for v in got)
-        return self._one(got, self.op)
+                return not any(self._image(v, "matches") for v in images)
+            return any(self._image(v, self.op) for v in images)
+        return self._one(_field(pod, self.name, self.key), self.op)
+
+    def _image(self, image: str, op: str) -> bool:
+        # Pods of one workload share their images: a regex search per image, not per pod.
+        cached = self._images.get((image, op))
+        if cached is None:
+            if len(self._images) > 4096:
+                self._images.clear()
+            cached = self._images[(image, op)] = self._one(image, op)
+        return cached
 
     def _one(self, got: str | None, op: str) -> bool:
         if op == "in":
@@ -225,6 +233,11 @@ class Stage:
     weight: float = 1.0
     priority: int = 0
     kubelet: Literal["any", "timed", "process"] = "any"
+    # whether the delay backs off, i.e. the kubelet must count how often the stage fired
+    backs_off: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backs_off", any(d.backoff for d in self.delay))
 
     def matches(
         self, pod: Mapping[str, Any], mode: KubeletMode, facts: Facts | None = None
@@ -243,6 +256,8 @@ class Stage:
         return tuple(m for m in self.selector if m.name not in _FACTS)
 
     def seconds(self, pod: Mapping[str, Any], rng: random.Random, fired: int = 0) -> float:
+        if len(self.delay) == 1:
+            return self.delay[0].seconds(pod, rng, fired)
         return sum(d.seconds(pod, rng, fired) for d in self.delay)
 
 
@@ -259,17 +274,24 @@ class Profile:
 
     def matching(self, pod: Mapping[str, Any], mode: KubeletMode) -> list[Stage]:
         """The stages that may fire now: those of the highest priority among the matches."""
-        facts = pod_facts(pod)
-        key = (facts["phase"], facts["container"], facts["deleting"])
+        # This runs on every pod change: plain loops, no intermediate facts dict.
+        phase = (pod.get("status") or {}).get("phase") or "Pending"
+        deleting = "true" if pod["metadata"].get("deletionTimestamp") else "false"
+        key = (str(phase), container_summary(pod), deleting)
         candidates = self._index.get(key)
         if candidates is None:
+            facts = dict(zip(_FACTS, key, strict=True))
             fit = [(s, s.others()) for s in self.stages if s.accepts(facts)]
             candidates = self._index[key] = tuple(fit)
-        found = [
-            stage
-            for stage, others in candidates
-            if stage.kubelet in ("any", mode) and (not others or all(m(pod) for m in others))
-        ]
+        found = []
+        for stage, others in candidates:
+            if stage.kubelet != "any" and stage.kubelet != mode:
+                continue
+            for match in others:
+                if not match(pod):
+                    break
+            else:
+                found.append(stage)
         if len(found) > 1:
             top = max(s.priority for s in found)
             found = [s for s in found if s.priority == top]
