@@ -94,4 +94,3 @@ def test_every_key_shape_is_listed_and_prefixed() -> None:
 def test_spec_id_must_be_a_valid_label_value(bad: str) -> None:
     with pytest.raises(ValueError, match="id"):
         make_spec(id=bad)
-
