@@ -26,9 +26,10 @@ PHASES: tuple[tuple[str, str, EventType], ...] = (
     ("start", EventType.SCHEDULED, EventType.RUNNING),  # kubelet: pull, start containers
 )
 LEGEND = (
-    "wait = Airflow queued → dispatcher took the spec; create = → pod seen; sched = → "
-    "PodScheduled; start = → phase Running; start-up = queued → Running; run = Running → "
-    "pod finished"
+    "wait = Airflow queued → dispatcher took the spec (includes waiting for a free slot: the "
+    "demo caps each pool's pods in flight with maxInFlight so 2 cores keep up); create = → pod "
+    "seen; sched = → PodScheduled; start = → phase Running; start-up = queued → Running; "
+    "run = Running → pod finished"
 )
 
 
