@@ -32,20 +32,31 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_NAME = "default-scheduler"
 ROUND_BUDGET = 500  # binds per loop turn, so a burst of pods cannot stall the API server
+MAX_PLACEMENTS = 10_000  # remembered demands; beyond, the memory starts over
 _TERMINAL = ("Succeeded", "Failed")
 _NOT_HELPFUL = "Preemption is not helpful for scheduling"
 _NO_VICTIMS = "No preemption victims found for incoming pod"
 
 
 @dataclass
+class Placement:
+    """Where pods of one demand may go while the nodes stay as they are. Kept after its
+    group empties (pods often arrive one by one, each finding its group gone), so the static
+    filters run once per node change, not once per pod, and round-robin carries on."""
+
+    feasible: list[NodeInfo]  # nodes passing the static filters
+    static: Counter[str]  # why the others do not
+    cursor: int = 0
+
+
+@dataclass
 class Group:
+    key: str
     demand: Demand
     pods: dict[tuple[str, str], int] = field(default_factory=dict)  # FIFO: pod -> arrival
     unreported: dict[tuple[str, str], None] = field(default_factory=dict)
     blocked: bool = False
-    cursor: int = 0
-    feasible: list[NodeInfo] | None = None  # nodes passing the static filters
-    static: Counter[str] = field(default_factory=Counter)  # reasons of the others
+    placement: Placement | None = None
 
 
 PodKey = tuple[str, str]
@@ -62,6 +73,7 @@ class Scheduler:
         self.nodes: dict[str, NodeInfo] = {}
         self.bound: dict[PodKey, tuple[str, dict[str, int]]] = {}
         self.groups: dict[str, Group] = {}
+        self._placements: dict[str, Placement] = {}
         self._group_of: dict[PodKey, str] = {}
         self._reported: dict[PodKey, str] = {}  # the Unschedulable message a pod carries
         self._retry = False
@@ -111,15 +123,16 @@ class Scheduler:
             info = self.nodes[name] = NodeInfo.of(node)
             if old is not None:
                 info.used = old.used
+        self._placements.clear()
         for group in self.groups.values():
-            group.feasible = None
+            group.placement = None
         self.retry()
 
     def _enqueue(self, key: PodKey, spec: Mapping[str, Any]) -> None:
         gkey, demand = Demand.of(spec)
         group = self.groups.get(gkey)
         if group is None:
-            group = self.groups[gkey] = Group(demand)
+            group = self.groups[gkey] = Group(gkey, demand)
         self._arrivals += 1
         group.pods[key] = self._arrivals
         group.unreported[key] = None
@@ -205,21 +218,29 @@ class Scheduler:
             self._wake()  # the budget ran out: carry on in the next turn of the loop
         return done
 
+    def _placement(self, group: Group) -> Placement:
+        if group.placement is None:
+            placement = self._placements.get(group.key)
+            if placement is None:
+                if len(self._placements) >= MAX_PLACEMENTS:
+                    self._placements.clear()
+                placement = self._placements[group.key] = Placement([], Counter())
+                for info in self.nodes.values():
+                    reason = info.static_reason(group.demand)
+                    if reason is None:
+                        placement.feasible.append(info)
+                    else:
+                        placement.static[reason] += 1
+            group.placement = placement
+        return group.placement
+
     def _fit(self, group: Group) -> NodeInfo | None:
-        if group.feasible is None:
-            group.static = Counter()
-            group.feasible = []
-            for info in self.nodes.values():
-                reason = info.static_reason(group.demand)
-                if reason is None:
-                    group.feasible.append(info)
-                else:
-                    group.static[reason] += 1
-        feasible, n = group.feasible, len(group.feasible)
+        placement = self._placement(group)
+        feasible, n = placement.feasible, len(placement.feasible)
         for i in range(n):
-            info = feasible[(group.cursor + i) % n]
+            info = feasible[(placement.cursor + i) % n]
             if not info.lacks(group.demand.requests):
-                group.cursor = (group.cursor + i + 1) % n
+                placement.cursor = (placement.cursor + i + 1) % n
                 return info
         return None
 
@@ -250,9 +271,10 @@ class Scheduler:
         total = len(self.nodes)
         if not total:
             return "no nodes available to schedule pods"
-        reasons = Counter(group.static)
-        preempt = Counter({_NOT_HELPFUL: sum(group.static.values())})
-        for info in group.feasible or ():
+        placement = self._placement(group)
+        reasons = Counter(placement.static)
+        preempt = Counter({_NOT_HELPFUL: sum(placement.static.values())})
+        for info in placement.feasible:
             lacking = info.lacks(group.demand.requests)
             reasons.update(lacking)
             preempt[_NO_VICTIMS] += 1
