@@ -57,7 +57,7 @@ class NodeRuntime:
         return f"{self.pod_net}{self._next_ip + 1}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Timer:
     uid: str
     stage: str

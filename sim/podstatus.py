@@ -156,7 +156,6 @@ def container_state(
     """A containerStatuses entry after `spec` ({state, reason, message, exit_code})."""
     name, image = container["name"], container.get("image", "")
     old = old or {}
-    cid = old.get("containerID") or f"containerd://{_digest(pod['metadata'].get('uid', ''), name)}"
     status: dict[str, Any] = {
         "name": name,
         "state": {},
@@ -178,6 +177,7 @@ def container_state(
             waiting["message"] = message
         status["state"] = {"waiting": waiting}
         return status
+    cid = old.get("containerID") or f"containerd://{_digest(pod['metadata'].get('uid', ''), name)}"
     status["containerID"] = cid
     if kind == "running":
         status["imageID"] = old.get("imageID") or _image_id(image)

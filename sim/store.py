@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from kubequeue.sim import status
 
@@ -58,9 +58,8 @@ def new_uid() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One entry of the watch history."""
+class Change(NamedTuple):
+    """One entry of the watch history (a tuple: five of these are made per pod lifecycle)."""
 
     rv: int
     type: ChangeType
