@@ -208,6 +208,8 @@ def _level_figures(idle: _Clock, busy: _Clock, n_busy: int) -> dict[str, float]:
         "idle_heartbeats": float(len(idle.heartbeat_ms)),
         "busy_ms_mean": statistics.fmean(busy.heartbeat_ms) if busy.heartbeat_ms else 0.0,
         "busy_ms_p99": q(busy.heartbeat_ms, 99),
+        # the heartbeat that hands the batch over (KE: builds and creates its pods)
+        "busy_ms_max": max(busy.heartbeat_ms, default=0.0),
         "busy_heartbeats": float(len(busy.heartbeat_ms)),
         "busy_tasks": float(n_busy),
         "busy_cpu_ms_per_task": busy.cpu_s * 1000.0 / max(1, n_busy),

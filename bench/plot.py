@@ -64,14 +64,16 @@ def _ladder(ax: Any, results: dict[str, Any], order: list[str]) -> None:
             continue
         xs = sorted(int(k) for k in levels)
         busy = [levels[str(x)]["busy_ms_mean"] for x in xs]
+        top = [levels[str(x)].get("busy_ms_max", math.nan) for x in xs]
         idle = [levels[str(x)]["idle_ms_mean"] for x in xs]
         c = color(system, order)
-        ax.plot(xs, busy, marker="o", color=c, label=f"{system}, starting 100 tasks")
-        ax.plot(xs, idle, marker="x", linestyle="--", color=c, label=f"{system}, idle")
+        ax.plot(xs, top, marker="^", linestyle=":", color=c, label=f"{system}, slowest (hand-over)")
+        ax.plot(xs, busy, marker="o", color=c, label=f"{system}, mean while 100 start")
+        ax.plot(xs, idle, marker="x", linestyle="--", color=c, label=f"{system}, mean idle")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("tasks in flight")
-    ax.set_ylabel("ms per heartbeat (mean)")
+    ax.set_ylabel("ms per heartbeat")
     ax.set_title("Scheduler cost per heartbeat")
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, 7)
