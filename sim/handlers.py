@@ -10,7 +10,15 @@ from aiohttp import web
 
 from kubequeue.sim import listing, patch, pods, status, tables, validation
 from kubequeue.sim.store import now_rfc3339
-from kubequeue.sim.wire import Target, dumps, json_response, negotiate, parse_json, read_body
+from kubequeue.sim.wire import (
+    Target,
+    dumps,
+    encode_stored,
+    json_response,
+    negotiate,
+    parse_json,
+    read_body,
+)
 
 if TYPE_CHECKING:
     from kubequeue.sim.server import Api
@@ -138,7 +146,9 @@ async def create(api: Api, request: web.BaseRequest, target: Target) -> web.Resp
         return json_response(obj, 201)
     if target.info.name == "namespaces":
         return json_response(create_namespace(api, obj), 201)
-    return json_response(api.store.create(target.info.name, obj), 201)
+    created = api.store.create(target.info.name, obj)
+    # the watch fan-out of this create has just encoded the same object
+    return web.Response(body=encode_stored(created), status=201, content_type="application/json")
 
 
 def _namespace_defaults(body: dict) -> dict:

@@ -18,7 +18,7 @@ from kubequeue.sim import status
 from kubequeue.sim.faults import Faults
 from kubequeue.sim.selectors import Matcher
 from kubequeue.sim.store import Change, Store
-from kubequeue.sim.wire import dumps
+from kubequeue.sim.wire import dumps, encode_stored
 
 LineCache = dict[tuple[str, int], bytes]  # (type, id(object)) -> line, for one fan-out
 Encoder = Callable[[str, dict, LineCache], bytes]  # (type, object, cache) -> line
@@ -31,7 +31,8 @@ def json_line(kind: str, obj: dict, cache: LineCache) -> bytes:
     key = (kind, id(obj))
     line = cache.get(key)
     if line is None:
-        line = cache[key] = b'{"type":"' + kind.encode() + b'","object":' + dumps(obj) + b"}\n"
+        encoded = encode_stored(obj)  # a create's answer then reuses these bytes
+        line = cache[key] = b'{"type":"' + kind.encode() + b'","object":' + encoded + b"}\n"
     return line
 
 

@@ -76,6 +76,25 @@ except ImportError:  # pragma: no cover - the stdlib does the same, slower
         return json.loads(raw)
 
 
+# The last stored object encoded, with its JSON: a create's answer and the ADDED event of
+# its watch fan-out send the same bytes. One tuple, rebound whole, so simulators in other
+# threads of the process never see an object paired with another's bytes; holding the
+# object keeps its id from being reused.
+_last_encoded: tuple[Any, bytes] = (None, b"")
+
+
+def encode_stored(obj: dict) -> bytes:
+    """`dumps(obj)` for an object the store holds (never changed in place), reusing the
+    encoding when the same object was the last one encoded."""
+    global _last_encoded
+    last = _last_encoded
+    if last[0] is obj:
+        return last[1]
+    data = dumps(obj)
+    _last_encoded = (obj, data)
+    return data
+
+
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request size limit
 
 
