@@ -3,8 +3,9 @@ as in real use, with load from separate client processes:
 
 1. creates/s: P processes x C concurrent tasks POST pods as fast as the server answers;
 2. watch fan-out: W watchers follow all pods while N pods are created (and the kubelets
-   move them), reporting how many events each saw and how far it lagged behind the last
-   create.
+   move them), each until it has seen every pod ADDED and, with nodes, every pod finish
+   (Succeeded/Failed); lag is how long after the last create returned the last of those
+   events arrived (0: the watchers kept up).
 
     python -m kubequeue.bench.sim_bench --pods 10000 --procs 2 --concurrency 32 --watchers 4
 """
@@ -133,8 +134,11 @@ def _noop(_: int) -> None:
     return None
 
 
-async def _watch(url: str, namespace: str, rv: str, expect: int, out: Any) -> None:
-    seen = events = 0
+_TERMINAL = (b'"phase":"Succeeded"', b'"phase":"Failed"')
+
+
+async def _watch(url: str, namespace: str, rv: str, expect: int, finish: bool, out: Any) -> None:
+    added, finished, events = 0, set(), 0
     last = 0.0
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -144,29 +148,37 @@ async def _watch(url: str, namespace: str, rv: str, expect: int, out: Any) -> No
             async for line in r.content:
                 events += 1
                 if b'"ADDED"' in line[:20]:
-                    seen += 1
+                    added += 1
                     last = time.time()
-                    if seen >= expect:
-                        break
+                elif finish and any(marker in line for marker in _TERMINAL):
+                    finished.add(json.loads(line)["object"]["metadata"]["name"])
+                    last = time.time()
+                if added >= expect and (not finish or len(finished) >= expect):
+                    break
     out.put(("done", events, last))
 
 
-def _watch_process(url: str, namespace: str, rv: str, expect: int, out: Any) -> None:
-    asyncio.run(_watch(url, namespace, rv, expect, out))
+def _watch_process(url: str, namespace: str, rv: str, expect: int, finish: bool, out: Any) -> None:
+    asyncio.run(_watch(url, namespace, rv, expect, finish, out))
 
 
 def fan_out(
-    server: Server, namespace: str, pods: int, watchers: int, procs: int, concurrency: int
+    server: Server,
+    namespace: str,
+    pods: int,
+    watchers: int,
+    procs: int,
+    concurrency: int,
+    finish: bool,
 ) -> dict[str, Any]:
-    """Create `pods` while `watchers` processes follow them; lag = last ADDED seen after the
-    last create returned (0: every watcher kept up)."""
+    """Create `pods` while `watchers` processes follow them (until every pod was ADDED and,
+    if `finish`, finished); lag = how long after the last create returned the last of those
+    events arrived (0: every watcher kept up)."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     rv = _current_rv(server.url)
-    workers = [
-        ctx.Process(target=_watch_process, args=(server.url, namespace, rv, pods, out))
-        for _ in range(watchers)
-    ]
+    args = (server.url, namespace, rv, pods, finish, out)
+    workers = [ctx.Process(target=_watch_process, args=args) for _ in range(watchers)]
     for w in workers:
         w.start()
     for _ in workers:
@@ -242,7 +254,15 @@ def main() -> None:
         result = timed_creates(server, "creates", args.create_pods, args.procs, args.concurrency)
         print(json.dumps({"run": "creates", **result, **setting, "cpus": os.cpu_count()}))
         _create_namespace(server.url, "watched")
-        fan = fan_out(server, "watched", args.pods, args.watchers, args.procs, args.concurrency)
+        fan = fan_out(
+            server,
+            "watched",
+            args.pods,
+            args.watchers,
+            args.procs,
+            args.concurrency,
+            finish=bool(nodes),
+        )
         print(json.dumps({"run": "watch-fan-out", **fan, **setting}))
     finally:
         server.stop()
