@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,7 @@ def ke_env(
     return env
 
 
-class KESide:
+class KESide(workloads.ExecutorFeed):
     """The KubernetesExecutor behind the driver's SchedulerSide protocol."""
 
     def __init__(
@@ -115,24 +114,8 @@ class KESide:
 
         self.workloads = workloads.build(phase, self.settings, config_for, with_id=False)
 
-    def queue(self, phase: Phase, indices: Sequence[int]) -> None:
-        queue_workload = self.executor.queue_workload
-        for i in indices:
-            queue_workload(self.workloads[i], session=None)
-
-    def heartbeat(self) -> None:
-        self.executor.heartbeat()
-        # The scheduler drains the event buffer right after every heartbeat.
-        self.executor.get_event_buffer()
-
-    def busy(self) -> int:
-        return len(self.executor.running) + len(self.executor.queued_tasks)
-
     def helper_cpu(self) -> float:
         return children_cpu()
-
-    def close(self) -> None:
-        self.executor.end()
 
 
 def children_cpu() -> float:

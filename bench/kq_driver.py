@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kubequeue import embedded_redis
-from kubequeue.bench import driver
+from kubequeue.bench import driver, workloads
 from kubequeue.bench.plan import POOL_OF_QUEUE, Phase, Settings, System, assign_queues
 from kubequeue.bench.pods import write_system_templates
 from kubequeue.bench.simproc import Counters, SimInfo
@@ -228,7 +228,7 @@ class ClientSide:
         self.client.close()
 
 
-class ExecutorSide:
+class ExecutorSide(workloads.ExecutorFeed):
     """KubeQueueExecutor, fed and heartbeaten exactly as the KubernetesExecutor is."""
 
     def __init__(
@@ -240,7 +240,6 @@ class ExecutorSide:
         workdir: Path,
         db: Path,
     ) -> None:
-        from kubequeue.bench import workloads
 
         self.settings = settings
         self.templates = write_system_templates(workdir, settings.task_seconds, system.phases)
@@ -262,7 +261,6 @@ class ExecutorSide:
         self.workloads: list[Any] = []
 
     def prepare(self, phase: Phase) -> None:
-        from kubequeue.bench import workloads
 
         def config_for(queue: str, seconds: float) -> dict[str, Any] | None:
             # The pool's template sets the usual run time; others pick a template per task.
@@ -272,23 +270,8 @@ class ExecutorSide:
 
         self.workloads = workloads.build(phase, self.settings, config_for, with_id=True)
 
-    def queue(self, phase: Phase, indices: Sequence[int]) -> None:
-        queue_workload = self.executor.queue_workload
-        for i in indices:
-            queue_workload(self.workloads[i], session=None)
-
-    def heartbeat(self) -> None:
-        self.executor.heartbeat()
-        self.executor.get_event_buffer()
-
-    def busy(self) -> int:
-        return len(self.executor.running) + len(self.executor.queued_tasks)
-
     def helper_cpu(self) -> float:
         return 0.0  # the executor starts no processes; kubequeue's own are measured apart
-
-    def close(self) -> None:
-        self.executor.end()
 
 
 def main(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +81,28 @@ def build(phase: Phase, settings: Settings, config_for: ConfigFor, with_id: bool
             )
         )
     return out
+
+
+class ExecutorFeed:
+    """Plays the scheduler's side of an Airflow executor, identically for the
+    KubernetesExecutor and KubeQueueExecutor: queue prepared workloads, heartbeat, drain the
+    event buffer (the scheduler does so right after every heartbeat). Subclasses set
+    `executor` and fill `workloads` in `prepare`."""
+
+    executor: Any
+    workloads: list[Any]
+
+    def queue(self, phase: Phase, indices: Sequence[int]) -> None:
+        queue_workload = self.executor.queue_workload
+        for i in indices:
+            queue_workload(self.workloads[i], session=None)
+
+    def heartbeat(self) -> None:
+        self.executor.heartbeat()
+        self.executor.get_event_buffer()
+
+    def busy(self) -> int:
+        return len(self.executor.running) + len(self.executor.queued_tasks)
+
+    def close(self) -> None:
+        self.executor.end()
