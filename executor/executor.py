@@ -168,14 +168,16 @@ class KubeQueueExecutor(BaseExecutor):
         supplies the last state of every tracked task first."""
         assert self._client is not None and self._cursor is not None
         events: list[TaskEvent] = []
-        if self._client.trimmed_past(self._cursor):
-            self.log.warning("kubequeue events were trimmed unread; reconciling from records")
-            events.extend(self._recorded_events())
         size = self.settings.event_batch_size
-        for _ in range(self.settings.max_event_batches):
-            batch, self._cursor = self._client.events(self._cursor, size)
-            events.extend(batch)
-            if len(batch) < size:
+        for i in range(self.settings.max_event_batches):
+            cursor = self._cursor
+            page = self._client.events_page(cursor, size, skip=states.IGNORED_TYPES)
+            self._cursor = page.cursor
+            if i == 0 and page.behind and self._client.trimmed_past(cursor):
+                self.log.warning("kubequeue events were trimmed unread; reconciling from records")
+                events.extend(self._recorded_events())
+            events.extend(page.events)
+            if not page.full:
                 break
         return events
 

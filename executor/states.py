@@ -44,6 +44,11 @@ TABLE: dict[EventType, Action] = {
 # on a failure uses up the try, whatever its reason.
 STARTED_TYPES = frozenset({EventType.STARTED, EventType.RUNNING})
 
+# Progress the executor acts on in no way: its reads pass these over without parsing them.
+IGNORED_TYPES = frozenset(
+    t.value for t, action in TABLE.items() if action is Action.NOTE and t not in STARTED_TYPES
+)
+
 # Failures that no relaunch can fix.
 NEVER_RELAUNCH = frozenset(
     {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import redis
@@ -94,7 +94,7 @@ class Client:
                 failed.append(unknown_queue_event(spec, str(e), now))
                 continue
             ready.append(spec)
-            records.append(TaskRecord.queued(spec).model_copy(update={"pool": pool.name}))
+            records.append(TaskRecord.queued(spec, pool.name))
         with self._redis(f"submitting {len(specs)} task(s)"):
             pipe = self.redis.pipeline(transaction=False)
             tasks.put(pipe, self.keys, records)
@@ -108,6 +108,14 @@ class Client:
     def events(self, cursor: str = stream.START, count: int = 1000) -> tuple[list[TaskEvent], str]:
         with self._redis("reading events"):
             return stream.read(self.redis, self.keys, cursor, count)
+
+    def events_page(
+        self, cursor: str, count: int = 1000, *, skip: Collection[str] = ()
+    ) -> stream.Page:
+        """Like `events`; types in `skip` are passed over unparsed, and the page says whether
+        it was full."""
+        with self._redis("reading events"):
+            return stream.read_page(self.redis, self.keys, cursor, count, skip=skip)
 
     def latest_cursor(self) -> str:
         with self._redis("reading the events cursor"):

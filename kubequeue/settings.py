@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 import redis
 
+from kubequeue import stream
 from kubequeue.errors import ConfigError, RedisUnavailableError
 from kubequeue.keys import DEFAULT_PREFIX, Keys
 
@@ -66,9 +67,10 @@ class Settings:
             )
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port {self.metrics_port} is not in 0..65535")
-        if self.events_maxlen < 1000:
+        if self.events_maxlen < stream.MIN_MAXLEN:
             raise ConfigError(
-                f"KUBEQUEUE_EVENTS_MAXLEN={self.events_maxlen} is too small (minimum 1000): "
+                f"KUBEQUEUE_EVENTS_MAXLEN={self.events_maxlen} is too small "
+                f"(minimum {stream.MIN_MAXLEN}): "
                 "a reader that falls that far behind must reconcile from the tasks hash"
             )
 

@@ -10,9 +10,11 @@ recover every task's last state from the hash (see `trimmed_past`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 
 from kubequeue import tasks
@@ -24,6 +26,9 @@ log = logging.getLogger(__name__)
 
 FIELD = "e"
 DEFAULT_MAXLEN = 100_000
+# The least maxlen kubequeue accepts (KUBEQUEUE_EVENTS_MAXLEN): readers rely on it to know
+# when they may have fallen behind a trim (see `Page.behind`).
+MIN_MAXLEN = 1000
 START = "0-0"
 
 
@@ -47,25 +52,71 @@ def publish(
         p.execute()
 
 
+@dataclass(frozen=True)
+class Page:
+    """One read of the stream."""
+
+    events: list[TaskEvent]
+    cursor: str  # pass it to the next read
+    entries: int  # entries read, including skipped and unreadable ones
+    count: int  # the most that were asked for
+
+    @property
+    def full(self) -> bool:
+        """More may be waiting."""
+        return self.entries >= self.count
+
+    @property
+    def behind(self) -> bool:
+        """Entries after the cursor this page started from may have been trimmed unread
+        (confirm with `trimmed_past`). Trimming keeps at least MIN_MAXLEN entries, all newer
+        than anything it removed: had it removed one after the cursor, this read would have
+        found at least min(count, MIN_MAXLEN) entries. Any page with fewer is proof enough,
+        so a reader that keeps up never pays for the check."""
+        return self.entries >= min(self.count, MIN_MAXLEN)
+
+
 def read(
     client: redis.Redis, keys: Keys, cursor: str = START, count: int = 1000
 ) -> tuple[list[TaskEvent], str]:
-    """Events after `cursor` (at most `count`), and the cursor to pass next time.
-    An entry that cannot be parsed is logged and skipped, never raised: one bad entry
-    must not stop the executor from seeing the rest."""
+    """Events after `cursor` (at most `count`), and the cursor to pass next time."""
+    page = read_page(client, keys, cursor, count)
+    return page.events, page.cursor
+
+
+def read_page(
+    client: redis.Redis,
+    keys: Keys,
+    cursor: str = START,
+    count: int = 1000,
+    *,
+    skip: Collection[str] = (),
+) -> Page:
+    """The entries after `cursor`, at most `count`. Events whose type is in `skip` are passed
+    over without being validated (a reader that ignores progress events pays for a JSON peek,
+    not a model). An entry that cannot be parsed is logged and skipped, never raised: one bad
+    entry must not stop the executor from seeing the rest."""
     reply = client.xread({keys.events(): cursor}, count=count)
     if not reply:
-        return [], cursor
+        return Page([], cursor, 0, count)
     events: list[TaskEvent] = []
     entries: Sequence[Any] = reply[0][1]  # type: ignore[index]
     for entry_id, fields in entries:
         cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        raw = fields.get(FIELD.encode()) or fields.get(FIELD)
+        raw = fields.get(FIELD.encode()) or fields.get(FIELD) or b""
         try:
-            events.append(TaskEvent.parse(raw or b""))
+            if skip:
+                data = orjson.loads(raw)
+                if isinstance(data, dict) and data.get("type") in skip:
+                    continue
+                events.append(TaskEvent.from_dict(data))
+            else:
+                events.append(TaskEvent.parse(raw))
+        except orjson.JSONDecodeError:
+            log.warning("skipping unreadable event %s: not valid JSON", cursor)
         except SpecError as e:
             log.warning("skipping unreadable event %s: %s", cursor, e)
-    return events, cursor
+    return Page(events, cursor, len(entries), count)
 
 
 def latest(client: redis.Redis, keys: Keys) -> str:

@@ -318,8 +318,27 @@ def test_stream_gap_is_filled_from_the_tasks_hash(harness: Harness) -> None:
     harness.heartbeat()
     harness.publish(w, EventType.RUNNING)
     harness.publish(w, EventType.SUCCEEDED)
-    # trim everything, then one unrelated event: the cursor's entry is gone
+    # Trimmed past the cursor, as happens when a reader falls maxlen events behind: the
+    # stream then still holds at least MIN_MAXLEN newer entries (here, of another task).
     r = harness.client.redis
     r.xtrim(harness.client.keys.events(), maxlen=0)
-    harness.publish(workload("other"), EventType.DISPATCHED)
+    for _ in range(stream.MIN_MAXLEN):
+        harness.publish(workload("other"), EventType.DISPATCHED)
     assert harness.heartbeat() == {w.ti.key: (TaskInstanceState.SUCCESS, None)}
+
+
+def test_a_reader_that_keeps_up_does_not_check_for_trimming(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = workload("a")
+    harness.queue(w)
+    harness.heartbeat()
+    harness.publish(w, EventType.RUNNING)
+    checked: list[str] = []
+    client = harness.executor._client
+    assert client is not None
+    monkeypatch.setattr(client, "trimmed_past", lambda cursor: checked.append(cursor) or False)
+    assert harness.heartbeat() == {
+        w.ti.key: (TaskInstanceState.RUNNING, str(w.ti.external_executor_id))
+    }
+    assert checked == []
