@@ -61,6 +61,12 @@ def test_targets_not_measured_are_neither_met_nor_missed() -> None:
     assert first["met"] is None
 
 
+def test_scheduler_cpu_target_comes_from_the_paced_phase_only() -> None:
+    burst_only = {"kubequeue-1": {"burst": {"scheduler_cpu_ms_per_task": 0.1}}}
+    got = {t["target"]: t for t in output.targets(burst_only, None)}
+    assert got["kubequeue-1 scheduler CPU per task ≤ 0.2 ms (paced)"]["met"] is None
+
+
 def test_clean_turns_nan_into_null() -> None:
     assert output.clean({"a": [math.nan, 1.0, math.inf], 2: (1,)}) == {
         "a": [None, 1.0, None],
