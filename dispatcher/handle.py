@@ -16,6 +16,7 @@ Decisions, in order:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from kubernetes.client import ApiClient
+from prometheus_client import Histogram
 
 from kubequeue import kube, metrics, queues
 from kubequeue.dispatcher import podbuild
@@ -84,28 +86,30 @@ class Handler:
             if spec.id != job.job_id:
                 raise SpecError(f"RQ job {job.job_id} carries the TaskSpec of {spec.id}")
         except SpecError as e:
-            event = _failed(job.job_id, queue, slot_pool, Reason.MALFORMED_SPEC, str(e), None)
+            event = self._failed(job.job_id, queue, slot_pool, Reason.MALFORMED_SPEC, str(e), None)
             return Result(Outcome.FAILED, queue, slot_pool, event)
         if job.revoked:
-            event = _spec_failed(
+            event = self._spec_failed(
                 spec, slot_pool, Reason.REVOKED, "revoked before its pod was created"
             )
             return Result(Outcome.REVOKED, queue, slot_pool, event)
         try:
             pool = self.pools.pool_for(spec.queue)
         except UnknownQueueError as e:
-            event = _spec_failed(spec, "", Reason.UNKNOWN_QUEUE, str(e))
+            event = self._spec_failed(spec, "", Reason.UNKNOWN_QUEUE, str(e))
             return Result(Outcome.FAILED, queue, slot_pool, event)
         if spec.queue != queue:
             message = f"TaskSpec for queue {spec.queue!r} found in RQ queue of {queue!r}"
-            event = _spec_failed(spec, pool.name, Reason.MALFORMED_SPEC, message)
+            event = self._spec_failed(spec, pool.name, Reason.MALFORMED_SPEC, message)
             return Result(Outcome.FAILED, queue, slot_pool, event)
         if spec.expired(self.clock()):
             return self._expired(spec, pool.name)
         try:
             pod = podbuild.build_pod(spec, pool, dispatched_at=dispatched_at)
         except PodBuildError as e:
-            event = _spec_failed(spec, pool.name, Reason.INVALID, f"pod could not be built: {e}")
+            event = self._spec_failed(
+                spec, pool.name, Reason.INVALID, f"pod could not be built: {e}"
+            )
             return Result(Outcome.FAILED, queue, pool.name, event)
         return self._create(spec, pool.name, pod)
 
@@ -116,51 +120,51 @@ class Handler:
             f"({spec.expires_at - spec.queued_at:.0f}s after queueing, when the workload's "
             "token dies); no pod was created"
         )
-        event = _spec_failed(spec, pool, Reason.EXPIRED, message)
+        event = self._spec_failed(spec, pool, Reason.EXPIRED, message)
         return Result(Outcome.EXPIRED, spec.queue, pool, event)
 
     def _create(self, spec: TaskSpec, pool: str, pod: dict[str, Any]) -> Result:
         api = self._api(pool)
         namespace = pod["metadata"]["namespace"]
-        labels = (spec.queue, pool)
+        queued_to_sent, create_seconds = _histograms(spec.queue, pool)
         sent = self.clock()
-        metrics.QUEUED_TO_CREATE_SENT.labels(*labels).observe(max(sent - spec.queued_at, 0.0))
+        queued_to_sent.observe(max(sent - spec.queued_at, 0.0))
 
         def attempt() -> None:
             try:
                 api.create(namespace, pod)
             except Exception as e:
                 err = kube.api_error(e)
-                metrics.API_ERRORS.labels(*labels, str(max(err.status, 0))).inc()
+                metrics.API_ERRORS.labels(spec.queue, pool, str(max(err.status, 0))).inc()
                 raise err from e
 
-        policy = kube.retrying(
-            attempts=None,
-            deadline=self.retry_for,
-            backoffs=self.backoffs,
-            stop_when=lambda: self.stopping() or spec.expired(self.clock()),
-            sleep=self.sleep,
-            what=f"create pod {pod['metadata']['name']}",
-        )
         try:
-            policy(attempt)
+            kube.retry_call(
+                attempt,
+                attempts=None,
+                deadline=self.retry_for,
+                backoffs=self.backoffs,
+                stop_when=lambda: self.stopping() or spec.expired(self.clock()),
+                sleep=self.sleep,
+                what=f"create pod {pod['metadata']['name']}",
+            )
             return Result(Outcome.CREATED, spec.queue, pool, keeps_slot=True)
         except KubeAlreadyExistsError:
             return Result(Outcome.EXISTS, spec.queue, pool, keeps_slot=True)
         except KubeApiError as e:
             return self._api_failure(spec, pool, e)
         finally:
-            metrics.CREATE_SECONDS.labels(*labels).observe(self.clock() - sent)
+            create_seconds.observe(self.clock() - sent)
 
     def _api_failure(self, spec: TaskSpec, pool: str, e: KubeApiError) -> Result:
         where = f"creating its pod in pool {pool!r}"
         if isinstance(e, KubeInvalidError | KubeNotFoundError):
             message = f"the Kubernetes API rejected the pod ({e.status} {e.reason}): {e.message}"
-            event = _spec_failed(spec, pool, Reason.INVALID, message)
+            event = self._spec_failed(spec, pool, Reason.INVALID, message)
             return Result(Outcome.FAILED, spec.queue, pool, event)
         if isinstance(e, KubeForbiddenError):
             message = f"the Kubernetes API refused {where} ({e.status}): {e.message}"
-            event = _spec_failed(spec, pool, Reason.FORBIDDEN, message)
+            event = self._spec_failed(spec, pool, Reason.FORBIDDEN, message)
             return Result(Outcome.FAILED, spec.queue, pool, event)
         if spec.expired(self.clock()):
             return self._expired(spec, pool)
@@ -170,6 +174,23 @@ class Handler:
             log.warning("giving %s back to queue %s after retries: %s", spec.id, spec.queue, e)
         return Result(Outcome.RETRY, spec.queue, pool, unreachable=e.status == 0)
 
+    def _failed(
+        self, qid: str, queue: str, pool: str, reason: Reason, message: str, spec: TaskSpec | None
+    ) -> TaskEvent:
+        return TaskEvent(
+            type=EventType.FAILED,
+            id=qid,
+            key=spec.key if spec else None,
+            queue=queue,
+            pool=pool,
+            at=self.clock(),
+            reason=reason,
+            message=truncate(message),
+        )
+
+    def _spec_failed(self, spec: TaskSpec, pool: str, reason: Reason, message: str) -> TaskEvent:
+        return self._failed(spec.id, spec.queue, pool, reason, message, spec)
+
     def _api(self, pool: str) -> PodApi:
         api = self._pod_apis.get(pool)
         if api is None:
@@ -177,20 +198,12 @@ class Handler:
         return api
 
 
-def _failed(
-    qid: str, queue: str, pool: str, reason: Reason, message: str, spec: TaskSpec | None
-) -> TaskEvent:
-    return TaskEvent(
-        type=EventType.FAILED,
-        id=qid,
-        key=spec.key if spec else None,
-        queue=queue,
-        pool=pool,
-        at=time.time(),
-        reason=reason,
-        message=truncate(message),
+@functools.cache
+def _histograms(queue: str, pool: str) -> tuple[Histogram, Histogram]:
+    """The (queue, pool) children of the per-create histograms. `.labels()` takes a lock and
+    builds a key on every call; the children live as long as the process (nothing removes
+    them), and queues and pools are the pools file's, so this stays small."""
+    return (
+        metrics.QUEUED_TO_CREATE_SENT.labels(queue, pool),
+        metrics.CREATE_SECONDS.labels(queue, pool),
     )
-
-
-def _spec_failed(spec: TaskSpec, pool: str, reason: Reason, message: str) -> TaskEvent:
-    return _failed(spec.id, spec.queue, pool, reason, message, spec)

@@ -9,7 +9,8 @@
   kubequeue.errors. Nothing else looks at HTTP status codes.
 - `retry_after(headers)`: the server's Retry-After (seconds or HTTP date) in seconds.
 - `retrying(...)`: a tenacity policy for 429/5xx/unreachable that waits Retry-After when
-  the server sent one, else the next delay of a configurable backoff sequence.
+  the server sent one, else the next delay of a configurable backoff sequence;
+  `retry_call(fn, ...)`: one call under that policy, built only once a retry is needed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import kubernetes
 import tenacity
@@ -39,6 +40,7 @@ from kubequeue.errors import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Seconds between attempts of a retryable call when the server sent no Retry-After; the last
 # value repeats. Short first steps because a 503 from an overloaded API server usually clears
@@ -230,10 +232,62 @@ def retrying(
     `api_error` first): retries retryable errors only, logs `attempt #n/N`, re-raises the
     last error. `deadline` bounds total seconds; `stop_when` ends early (e.g. on SIGTERM);
     `sleep` replaces time.sleep (e.g. an Event's wait, so a stop cuts a long Retry-After)."""
+    return _policy(attempts, deadline, backoffs, stop_when, sleep, what, None)
+
+
+def retry_call(
+    fn: Callable[[], T],
+    *,
+    attempts: int | None = 8,
+    deadline: float | None = None,
+    backoffs: Sequence[float] = DEFAULT_BACKOFFS,
+    stop_when: Callable[[], bool] | None = None,
+    sleep: Callable[[float], object] | None = None,
+    what: str = "Kubernetes API call",
+) -> T:
+    """`retrying(...)(fn)` with the same attempts, waits, stops, log lines and errors, but
+    the policy is only built once the first attempt failed with a retryable error: building
+    and running a tenacity policy costs more CPU than a pod create's own Python work, and
+    nearly every call succeeds (or fails for good) at once."""
+    started = time.monotonic()
+    try:
+        return fn()
+    except KubeApiError as e:
+        if not e.retryable:
+            raise
+        first: KubeApiError | None = e
+
+    def attempt() -> T:
+        # The policy's attempt #1 is the one already made: it gets that attempt's error,
+        # so its waits (Retry-After), stops and attempt numbers are the ones a policy
+        # wrapped around fn from the start would have.
+        nonlocal first
+        if first is not None:
+            error, first = first, None
+            raise error
+        return fn()
+
+    policy = _policy(attempts, deadline, backoffs, stop_when, sleep, what, started)
+    return policy(attempt)
+
+
+def _policy(
+    attempts: int | None,
+    deadline: float | None,
+    backoffs: Sequence[float],
+    stop_when: Callable[[], bool] | None,
+    sleep: Callable[[float], object] | None,
+    what: str,
+    started: float | None,
+) -> tenacity.Retrying:
+    """retrying()'s policy; `deadline` counts from `started` (a time.monotonic()) when given,
+    else from the policy's first attempt."""
     stops: list[tenacity.stop.stop_base] = []
     if attempts is not None:
         stops.append(tenacity.stop_after_attempt(attempts))
-    if deadline is not None:
+    if deadline is not None and started is not None:
+        stops.append(_StopAfter(deadline, started))
+    elif deadline is not None:
         stops.append(tenacity.stop_after_delay(deadline))
     if stop_when is not None:
         stops.append(_StopWhen(stop_when))
@@ -267,6 +321,17 @@ class _StopWhen(tenacity.stop.stop_base):
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         return self.check()
+
+
+class _StopAfter(tenacity.stop.stop_base):
+    """tenacity.stop_after_delay, counting from `started` instead of the policy's start."""
+
+    def __init__(self, deadline: float, started: float) -> None:
+        self.deadline, self.started = deadline, started
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        ended = retry_state.outcome_timestamp
+        return (time.monotonic() if ended is None else ended) - self.started >= self.deadline
 
 
 def check_api(client: kubernetes.client.ApiClient, timeout: float = 3.0) -> None:

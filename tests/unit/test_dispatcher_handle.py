@@ -173,3 +173,11 @@ def test_expired_while_retrying_is_expired_not_requeued() -> None:
     core = FakeCore(*[api_exc(503, "ServiceUnavailable", "busy")] * 1000)
     result = handler(core, retry_for=3600.0).handle(job(spec), now)
     assert result.outcome is Outcome.EXPIRED and result.event is not None
+
+
+def test_failed_events_are_stamped_with_the_handlers_clock() -> None:
+    h = handler(FakeCore(), clock=lambda: 1_764_000_123.5)
+    expired = make_spec(queued_at=1.0, expires_at=601.0)
+    for claimed in (job(revoked=True), job(raw="{"), job(expired)):
+        event = h.handle(claimed, time.time()).event
+        assert event is not None and event.at == 1_764_000_123.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,86 @@ def test_api_client_config_errors(tmp_path: Path) -> None:
     assert client.configuration.retries is False
     with pytest.raises(KubeUnreachableError):
         kube.check_api(client, timeout=1.0)
+
+
+def _scripted(*outcomes: BaseException | None):  # type: ignore[no-untyped-def]
+    """A call that raises each outcome in turn (None: returns), then returns; counts calls."""
+    script = list(outcomes)
+    calls: list[int] = []
+
+    def call() -> str:
+        calls.append(1)
+        err = script.pop(0) if script else None
+        if err is not None:
+            raise err
+        return "ok"
+
+    return call, calls
+
+
+SCRIPTS: list[list[BaseException | None]] = [
+    [],
+    [KubeInvalidError(422, "Invalid", "bad")],
+    [KubeAlreadyExistsError(409, "AlreadyExists", "there")],
+    [ValueError("not an API error")],
+    [KubeRetryableError(429, "TooManyRequests", "", 1.5), KubeRetryableError(503, "x")],
+    [KubeUnreachableError(0, "ConnectionRefusedError", "refused")] * 3
+    + [KubeForbiddenError(403, "Forbidden", "no")],
+    [KubeRetryableError(503, "ServiceUnavailable")] * 9,
+]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("attempts", [1, 4, None])
+def test_retry_call_behaves_as_retrying(
+    script: list[BaseException | None], attempts: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same calls, sleeps, log lines and answer or error as the tenacity policy around fn."""
+    seen = []
+    for run in ("policy", "retry_call"):
+        sleeps: list[float] = []
+        call, calls = _scripted(*script)
+        kw = {"attempts": attempts, "backoffs": (0.01, 0.02), "sleep": sleeps.append}
+        caplog.clear()
+        try:
+            if run == "policy":
+                answer: object = kube.retrying(**kw, what="op")(call)  # type: ignore[arg-type]
+            else:
+                answer = kube.retry_call(call, **kw, what="op")  # type: ignore[arg-type]
+        except Exception as e:
+            answer = e
+        seen.append((len(calls), sleeps, [r.getMessage() for r in caplog.records], answer))
+    assert seen[0] == seen[1]
+
+
+def test_retry_call_builds_no_policy_unless_it_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_policy(*args: object) -> None:
+        raise AssertionError("a policy was built")
+
+    monkeypatch.setattr(kube, "_policy", no_policy)
+    assert kube.retry_call(lambda: "ok") == "ok"
+    with pytest.raises(KubeInvalidError):
+        kube.retry_call(_scripted(KubeInvalidError(422, "Invalid", "bad"))[0])
+
+
+def test_retry_call_deadline_counts_from_the_first_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deadline includes the first attempt, as tenacity's stop_after_delay does around
+    the whole call: with attempts of 5 s each and a 7 s deadline, two attempts, not three."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+
+    def slow_503() -> None:
+        calls.append(1)
+        now[0] += 5.0
+        raise KubeRetryableError(503, "ServiceUnavailable")
+
+    for run in (kube.retrying(attempts=None, deadline=7.0, sleep=lambda s: None), None):
+        calls: list[int] = []
+        with pytest.raises(KubeRetryableError):
+            if run is None:
+                kube.retry_call(slow_503, attempts=None, deadline=7.0, sleep=lambda s: None)
+            else:
+                run(slow_503)
+        assert len(calls) == 2

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
+import os
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kubequeue import naming
 from kubequeue.dispatcher import podbuild
@@ -341,3 +344,133 @@ def test_merge_matches_the_kubernetes_executor_on_random_pods() -> None:
             p["spec"].setdefault("containers", [])
         ours = reduce(podbuild.reconcile_pods, copy.deepcopy(pods))
         assert ours == _provider_merge(pods), pods
+
+
+# --- the cached pool ⊕ template layer --------------------------------------------------
+
+
+def _reference_build(spec: TaskSpec, p: Any, dispatched_at: float) -> dict[str, Any]:
+    """build_pod as it was before the bottom layers were cached: every layer deep-copied,
+    merged bottom to top."""
+    name = naming.pod_name(spec.id, spec.key.dag_id, spec.key.task_id)
+    path = spec.pod_template_file or p.pod_template_file
+    template = yaml.safe_load(Path(path).read_text()) if path else None
+    layers = [podbuild.pool_layer(p), template, podbuild.task_layer(spec, p, name)]
+    layers.append(spec.pod_override)
+    merged = reduce(podbuild.reconcile_pods, copy.deepcopy([x for x in layers if x is not None]))
+    return podbuild._stamp(merged, spec, p, name, dispatched_at)
+
+
+def _containers(value: Any) -> list[Any]:
+    """Every dict and list inside `value`."""
+    if isinstance(value, dict):
+        return [value, *(c for v in value.values() for c in _containers(v))]
+    if isinstance(value, list):
+        return [value, *(c for v in value for c in _containers(v))]
+    return []
+
+
+def test_random_templates_and_overrides_build_what_the_uncached_merge_built(
+    tmp_path: Path,
+) -> None:
+    import random
+
+    rng = random.Random(5)
+    p = pool()
+    for i in range(60):
+        template = tmp_path / f"tpl-{i % 3}.yaml"
+        template.write_text(yaml.safe_dump(_random_pod(rng)))
+        os.utime(template, ns=(i * 10**9, i * 10**9))  # a new version for the cache
+        override = _random_pod(rng) if rng.random() < 0.7 else None
+        spec = make_spec(pod_template_file=str(template), pod_override=override)
+        for _ in range(2):  # built from the cache the second time
+            pod = podbuild.build_pod(spec, p, dispatched_at=DISPATCHED + i)
+            assert pod == _reference_build(spec, p, DISPATCHED + i), (i, override)
+
+
+def test_pods_built_in_a_row_share_nothing(tmp_path: Path) -> None:
+    """Changing one built pod in place changes neither the next pods nor the cached base,
+    and one task's fields never reach another's pod."""
+    tpl = tmp_path / "tpl.yaml"
+    tpl.write_text(
+        "metadata: {labels: {team: data}, annotations: {note: x}}\n"
+        "spec:\n  containers:\n  - name: base\n    env: [{name: T, value: '1'}]\n"
+        "    resources: {limits: {cpu: '1'}}\n  volumes: [{name: v, emptyDir: {}}]\n"
+    )
+    config = POOLS.replace("namespace: tasks", f"namespace: tasks\n    podTemplateFile: {tpl}")
+    p = parse(config).pools["gpu"]
+    override = {"metadata": {"labels": {"only": "first"}}, "spec": {"hostNetwork": True}}
+    first_spec = make_spec(pod_override=override, env={"FIRST": "1"})
+    second_spec = make_spec(id="second-id", env={"SECOND": "2"})
+    expected_second = _reference_build(second_spec, p, DISPATCHED)
+    base_before = copy.deepcopy(podbuild.base_layer(p, str(tpl)))
+
+    first = podbuild.build_pod(first_spec, p, dispatched_at=DISPATCHED)
+    shared = {id(c) for c in _containers(podbuild.base_layer(p, str(tpl)))}
+    shared |= {id(c) for c in _containers(override)}
+    assert not shared & {id(c) for c in _containers(first)}
+    for c in _containers(first):  # vandalize every dict and list of the first pod
+        c.clear()
+    second = podbuild.build_pod(second_spec, p, dispatched_at=DISPATCHED)
+
+    assert second == expected_second
+    assert "only" not in second["metadata"]["labels"] and "hostNetwork" not in second["spec"]
+    assert [e["name"] for e in second["spec"]["containers"][0]["env"]] == [
+        "T",
+        "SECOND",
+        "AIRFLOW_IS_K8S_EXECUTOR_POD",
+    ]
+    assert podbuild.base_layer(p, str(tpl)) == base_before
+    assert first_spec.pod_override == {
+        "metadata": {"labels": {"only": "first"}},
+        "spec": {"hostNetwork": True},
+    }
+
+
+def test_a_changed_template_file_is_read_again(tmp_path: Path) -> None:
+    tpl = tmp_path / "tpl.yaml"
+    tpl.write_text("spec:\n  serviceAccountName: one\n  containers: [{name: base}]\n")
+    os.utime(tpl, ns=(10**9, 10**9))
+    spec = make_spec(pod_template_file=str(tpl))
+    pod = podbuild.build_pod(spec, pool(), dispatched_at=DISPATCHED)
+    assert pod["spec"]["serviceAccountName"] == "one"
+    assert podbuild.build_pod(spec, pool(), dispatched_at=DISPATCHED) == pod
+
+    tpl.write_text("spec:\n  serviceAccountName: two\n  containers: [{name: base}]\n")
+    os.utime(tpl, ns=(2 * 10**9, 2 * 10**9))
+    pod = podbuild.build_pod(spec, pool(), dispatched_at=DISPATCHED)
+    assert pod["spec"]["serviceAccountName"] == "two"
+
+    tpl.unlink()
+    with pytest.raises(PodBuildError, match="cannot read pod template file"):
+        podbuild.build_pod(spec, pool(), dispatched_at=DISPATCHED)
+
+
+def test_json_copy_copies_every_dict_and_list() -> None:
+    value = {"a": [1, {"b": [None, True, 1.5, "s"]}], "c": {}, "d": (1, 2)}
+    copied = podbuild.json_copy(value)
+    assert copied == value
+    assert not {id(c) for c in _containers(value)} & {id(c) for c in _containers(copied)}
+
+
+def test_rfc3339_is_what_datetime_strftime_gives() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    def reference(ts: float) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    rng = random.Random(1)
+    values = [0.0, 1.0, 0.5e-6, 1.5e-6, 2.5e-6, 0.9999995, 0.9999994999, 59.9999996]
+    values += [1_764_000_000.0, 1_764_000_599.9999996, 253_402_300_799.0, 951_782_400.5]
+    values += [rng.uniform(0, 4e9) for _ in range(5_000)]
+    # Half-microsecond ties and their neighbours: datetime rounds half to even.
+    for _ in range(5_000):
+        ts = rng.randrange(10**9, 2 * 10**9) + rng.randrange(2 * 10**6 + 1) / 2e6
+        values += [ts, math.nextafter(ts, 0.0), math.nextafter(ts, math.inf)]
+    for ts in values:
+        assert podbuild.rfc3339(ts) == reference(ts), repr(ts)
+    # Outside 1970..9999 it is datetime's own answer, errors included.
+    assert podbuild.rfc3339(-1.25) == reference(-1.25)
+    with pytest.raises((ValueError, OverflowError, OSError)):
+        podbuild.rfc3339(1e20)
