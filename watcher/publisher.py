@@ -68,11 +68,16 @@ class Publisher:
             by_pool[pool].append(qid)
         for pool, ids in by_pool.items():
             inflight.release(pipe, self.keys, pool, ids)
+        startups: dict[str, list[str]] = defaultdict(list)
         for e in batch.events:
             if e.event.type is EventType.RUNNING and e.queued_at is not None:
-                key = self.keys.startup(e.event.queue)
-                pipe.lpush(key, f"{max(e.event.at - e.queued_at, 0.0):.3f}")
-                pipe.ltrim(key, 0, STARTUP_KEEP - 1)
+                startups[e.event.queue].append(f"{max(e.event.at - e.queued_at, 0.0):.3f}")
+        for queue, latencies in startups.items():
+            # One LPUSH of many values pushes them in order, so the list ends up as one LPUSH
+            # per value would leave it (newest first); two commands per queue, not per task.
+            key = self.keys.startup(queue)
+            pipe.lpush(key, *latencies)
+            pipe.ltrim(key, 0, STARTUP_KEEP - 1)
         pipe.execute()
 
     def write_until_done(self, batch: Batch, keep_trying: Callable[[], bool]) -> bool:

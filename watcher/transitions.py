@@ -63,12 +63,30 @@ def rank(last: EventType | None) -> int:
     return -1 if last is None else RANK.get(last, -1)
 
 
+# Timestamps already parsed → epoch seconds (None: unreadable). A pod's timestamps come back
+# in every watch event of it, and second-precision ones are shared by the pods of a burst;
+# parsing them again was a visible part of the watcher's CPU. Bounded: cleared when full.
+_TIMES: dict[str, float | None] = {}
+TIMES_KEPT = 20_000
+
+
 def parse_time(value: object) -> float | None:
     """Epoch seconds (as the dispatcher writes its annotations) or RFC 3339
     (`2026-11-25T10:00:00Z`, optional fraction, as the API writes) → epoch seconds; None if
     absent or unreadable."""
     if not isinstance(value, str) or not value:
         return None
+    try:
+        return _TIMES[value]
+    except KeyError:
+        pass
+    if len(_TIMES) >= TIMES_KEPT:
+        _TIMES.clear()
+    parsed = _TIMES[value] = _parse_time(value)
+    return parsed
+
+
+def _parse_time(value: str) -> float | None:
     try:
         return float(value)
     except ValueError:
@@ -193,13 +211,19 @@ MILESTONES: tuple[tuple[EventType, Callable[[Pod], bool], Callable[[Pod], float 
 )
 
 
-def progress(pod: Pod) -> list[Step]:
-    """The non-terminal milestones the pod proves, in order."""
+LAST_PROGRESS_RANK = RANK[MILESTONES[-1][0]]
+
+
+def progress(pod: Pod, after: int = -1) -> list[Step]:
+    """The non-terminal milestones the pod proves that rank above `after`, in order. Every
+    row is checked (a row counts only when all rows above it hold), but only the new ones
+    look up their times."""
     out: list[Step] = []
     for event, proven, when in MILESTONES:
         if not proven(pod):
             break
-        out.append(Step(event, when(pod)))
+        if RANK[event] > after:
+            out.append(Step(event, when(pod)))
     return out
 
 
@@ -346,7 +370,8 @@ def steps(pod: Pod, last: EventType | None = None, deleted: bool = False) -> lis
     if seen >= TERMINAL_RANK:
         return []
     end = outcome(pod, deleted)
-    found = [s for s in progress(pod) if RANK[s.type] > seen]
+    # Past the last non-terminal milestone (Running) only the outcome can be new.
+    found = progress(pod, seen) if seen < LAST_PROGRESS_RANK else []
     return [*found, end] if end is not None else found
 
 

@@ -125,6 +125,14 @@ def test_only_milestones_beyond_the_last_published_one_are_new(
     assert types(tr.steps(make_pod(stage), last)) == expected
 
 
+@pytest.mark.parametrize("stage", ["pending", "scheduled", "running", "succeeded", "failed"])
+def test_steps_beyond_a_milestone_are_the_full_list_cut_there(stage: str) -> None:
+    full = tr.steps(make_pod(stage))
+    for last in (E.DISPATCHED, E.POD_CREATED, E.SCHEDULED, E.STARTED, E.RUNNING):
+        expected = [s for s in full if tr.RANK[s.type] > tr.RANK[last]]
+        assert tr.steps(make_pod(stage), last) == expected
+
+
 def test_steps_carry_the_pods_own_timestamps() -> None:
     got = {s.type: s.at for s in tr.steps(make_pod("succeeded"))}
     assert got[E.DISPATCHED] == 1_790_000_000.0
@@ -233,3 +241,17 @@ def test_a_pod_waiting_for_other_reasons_is_not_blocked() -> None:
 )  # fmt: skip
 def test_parse_time(raw: object, expected: float | None) -> None:
     assert tr.parse_time(raw) == expected
+
+
+def test_parse_time_remembers_what_it_parsed_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tr, "_TIMES", {})
+    monkeypatch.setattr(tr, "TIMES_KEPT", 3)
+    stamps = [f"2026-11-25T10:00:0{i}Z" for i in range(5)]
+    for _ in range(2):  # the second round is answered from memory, or parsed again if dropped
+        assert [tr.parse_time(x) for x in stamps] == [at(T0) + i for i in range(5)]
+        assert (
+            tr.parse_time("yesterday") is None and tr.parse_time("1790000000.5") == 1_790_000_000.5
+        )
+        assert len(tr._TIMES) <= 3

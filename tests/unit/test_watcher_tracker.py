@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from kubequeue import naming
 from kubequeue.messages import EventType, Reason
 from kubequeue.watcher import transitions as tr
 from kubequeue.watcher.tracker import Batch, PoolPolicy, Tracked, Tracker
@@ -178,3 +179,25 @@ def test_created_at_comes_from_the_pod_when_it_was_not_seen_live() -> None:
     t = tracker()
     t.relisted((None, "tasks"), [_unschedulable()], NOW)
     assert t.tasks["q1"].created_at == tr.parse_time(T0)
+
+
+def test_events_carry_the_task_key_also_after_a_restart() -> None:
+    first = tracker()
+    b = first.seen(make_pod("pending"), NOW)
+    key = b.events[0].event.key
+    assert key is not None and (key.dag_id, key.task_id, key.try_number) == ("d", "t", 1)
+    restarted = tracker()
+    restarted.load({"q1": b.published["q1"]})
+    again = restarted.seen(make_pod("running"), NOW + 1)
+    assert kinds(again) == [E.SCHEDULED, E.STARTED, E.RUNNING]
+    assert all(e.event.key == key for e in again.events)
+
+
+def test_a_known_pod_keeps_the_identity_it_was_first_seen_with() -> None:
+    t = tracker()
+    t.seen(make_pod("pending"), NOW)
+    changed = make_pod("running", queue="other", pool="other")
+    changed["metadata"]["annotations"][naming.ANN_KEY] = "{"
+    b = t.seen(changed, NOW + 1)
+    assert {(e.event.queue, e.event.pool) for e in b.events} == {("default", "default")}
+    assert all(e.event.key is not None for e in b.events)
