@@ -20,13 +20,13 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import kubernetes
 
 from kubequeue import kube, metrics, queues
 from kubequeue.errors import KubeApiError, KubeNotFoundError
 from kubequeue.watcher import measure
+from kubequeue.watcher.podapi import PodApi
 from kubequeue.watcher.publisher import REDIS_ERRORS, Publisher
 from kubequeue.watcher.tracker import Action, Batch, PoolPolicy, Tracker
 from kubequeue.watcher.watch import LABEL_DONE, WATCH_TIMEOUT, Observation, WatchLoop
@@ -65,6 +65,7 @@ class Term:
         self.pools = dict(pools)
         self.queue_names = list(queue_names)
         self.core = {ctx: kubernetes.client.CoreV1Api(api) for ctx, api in apis.items()}
+        self.pods = {ctx: PodApi(api) for ctx, api in apis.items()}
         self.publisher = publisher
         self.may_publish = may_publish
         self.timing = timing
@@ -229,14 +230,13 @@ class Term:
 
     def _act(self, action: Action) -> None:
         pool = self.pools.get(action.pool)
-        core = self.core.get(pool.context if pool else None)
-        if core is None or self.stopping.is_set():
+        pods = self.pods.get(pool.context if pool else None)
+        if pods is None or self.stopping.is_set():
             return
         try:
-            for attempt in kube.retrying(attempts=5, stop_when=self.stopping.is_set,
-                                         what=f"{action.kind} pod {action.pod}"):  # fmt: skip
-                with attempt:
-                    _call_pod_api(core, action)
+            kube.retry_call(lambda: _call_pod_api(pods, action), attempts=5,
+                            stop_when=self.stopping.is_set,
+                            what=f"{action.kind} pod {action.pod}")  # fmt: skip
         except KubeNotFoundError:
             pass  # already gone: that is what we wanted
         except KubeApiError as e:
@@ -248,17 +248,8 @@ class Term:
             self.inbox.put(Done(action.id))
 
 
-def _call_pod_api(core: kubernetes.client.CoreV1Api, action: Action) -> Any:
-    try:
-        if action.kind == "delete":
-            return core.delete_namespaced_pod(
-                action.pod, action.namespace, _request_timeout=kube.REQUEST_TIMEOUT,
-                _preload_content=False,
-            )  # fmt: skip
-        patch = {"metadata": {"labels": {LABEL_DONE: "true"}}}
-        return core.patch_namespaced_pod(
-            action.pod, action.namespace, patch, _request_timeout=kube.REQUEST_TIMEOUT,
-            _preload_content=False,
-        )  # fmt: skip
-    except Exception as e:
-        raise kube.api_error(e) from e
+def _call_pod_api(pods: PodApi, action: Action) -> None:
+    if action.kind == "delete":
+        pods.delete(action.namespace, action.pod)
+    else:
+        pods.patch(action.namespace, action.pod, {"metadata": {"labels": {LABEL_DONE: "true"}}})
