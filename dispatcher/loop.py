@@ -18,16 +18,17 @@ its second create is a harmless 409).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue as queue_mod
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis
+from prometheus_client import Counter
 
 from kubequeue import inflight, metrics, queues, stream
 from kubequeue.dispatcher.handle import Handler, Outcome, Result
@@ -102,7 +103,12 @@ class Dispatcher:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._held: dict[str, queues.Claimed] = {}
-        self._done: queue_mod.Queue[tuple[queues.Claimed, Result] | None] = queue_mod.Queue()
+        # SimpleQueues: a hand-off is one put and one get in C (a ThreadPoolExecutor builds a
+        # Future with its own Condition per job, a queue.Queue takes Python-level locks).
+        self._jobs: queue_mod.SimpleQueue[tuple[queues.Claimed, float] | None]
+        self._jobs = queue_mod.SimpleQueue()
+        self._done: queue_mod.SimpleQueue[tuple[queues.Claimed, Result] | None]
+        self._done = queue_mod.SimpleQueue()
         self._cool_until: dict[str, float] = {}
         self._claim_backoff = Backoff("claim loop", self._stop)
         self.last_tick = time.monotonic()
@@ -133,11 +139,19 @@ class Dispatcher:
         recorder = threading.Thread(target=self._recorder, name="recorder", daemon=True)
         maintenance.start()
         recorder.start()
-        workers = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="create")
+        workers = [
+            threading.Thread(target=self._worker, name=f"create_{i}", daemon=True)
+            for i in range(self.options.concurrency)
+        ]
+        for worker in workers:
+            worker.start()
         try:
-            self._claim_loop(workers)
+            self._claim_loop()
         finally:
-            workers.shutdown(wait=True)
+            for _ in workers:
+                self._jobs.put(None)
+            for worker in workers:
+                worker.join()
             self._done.put(None)
             recorder.join(timeout=self.options.lease + 5)
             maintenance.join(timeout=self.options.lease)
@@ -145,7 +159,7 @@ class Dispatcher:
 
     # --- claiming ------------------------------------------------------------------------
 
-    def _claim_loop(self, workers: ThreadPoolExecutor) -> None:
+    def _claim_loop(self) -> None:
         order = list(self.options.queues)
         while not self._stop.is_set():
             self.last_tick = time.monotonic()
@@ -164,7 +178,7 @@ class Dispatcher:
             with self._lock:
                 self._held.update((job.entry, job) for job in claimed)
             for job in claimed:
-                workers.submit(self._work, job, now)
+                self._jobs.put((job, now))
             order.append(order.pop(0))
             if len(claimed) >= free:
                 self._ring_others({job.queue for job in claimed})
@@ -174,7 +188,9 @@ class Dispatcher:
     def _ring_others(self, names: set[str]) -> None:
         """We took all we could and may have left work behind: wake another idle replica."""
         try:
-            queues.ring(self.redis, self.keys, names)
+            pipe = self.redis.pipeline(transaction=False)  # one round trip, not two per queue
+            queues.ring(pipe, self.keys, names)
+            pipe.execute()
         except REDIS_ERRORS as e:
             self._claim_backoff.failed(e)
 
@@ -203,6 +219,11 @@ class Dispatcher:
         )
 
     # --- one job -------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        """One of `concurrency` threads: jobs until the None each gets at the end."""
+        while (item := self._jobs.get()) is not None:
+            self._work(*item)
 
     def _work(self, job: queues.Claimed, dispatched_at: float) -> None:
         try:
@@ -284,7 +305,7 @@ class Dispatcher:
         pipe.execute()
 
     def _count(self, result: Result) -> None:
-        metrics.DISPATCHES.labels(result.queue, result.pool, result.outcome.value).inc()
+        _dispatches(result.queue, result.pool, result.outcome).inc()
         event = result.event
         if event is not None:
             labels = (event.queue, event.pool)
@@ -341,3 +362,10 @@ class Dispatcher:
     def _gauges(self) -> None:
         rows = queues.backlog(self.redis, self.keys, self.options.queues)
         metrics.set_backlog(rows, time.time())
+
+
+@functools.cache
+def _dispatches(queue: str, pool: str, outcome: Outcome) -> Counter:
+    """The kubequeue_dispatches_total child: `.labels()` takes a lock and builds a key per
+    call. Queues are the claimed ones, pools the pools file's: a small, fixed set."""
+    return metrics.DISPATCHES.labels(queue, pool, outcome.value)

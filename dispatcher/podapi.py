@@ -17,6 +17,7 @@ import json
 from typing import Any
 from urllib.parse import quote, urlparse
 
+import orjson
 import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
@@ -42,7 +43,7 @@ class PodApi:
         headers = {**self.api.default_headers, **_JSON}
         self.api.update_params_for_auth(headers, [], ["BearerToken"])
         path = f"{self._prefix}/api/v1/namespaces/{quote(namespace, safe='')}/pods"
-        body = json.dumps(pod, separators=(",", ":")).encode()
+        body = _encode(pod)
         try:
             resp = self._pool.urlopen(
                 "POST", path, body=body, headers=headers, retries=False, timeout=self._timeout
@@ -53,3 +54,17 @@ class PodApi:
             exc = ApiException(status=resp.status, reason=resp.reason)
             exc.body, exc.headers = resp.data, resp.headers
             raise kube.api_error(exc)
+
+
+def _encode(pod: dict[str, Any]) -> bytes:
+    """The pod as compact JSON. orjson writes the same JSON as json.dumps several times
+    faster; what it will not encode the way json.dumps does (date objects from a YAML
+    template, integers beyond 64 bits) goes to json.dumps, which answers as it always did."""
+    try:
+        return orjson.dumps(pod, option=_ORJSON)
+    except TypeError:
+        return json.dumps(pod, separators=(",", ":")).encode()
+
+
+# Dates are encoded by json.dumps's rules (it refuses them); non-str keys as json.dumps does.
+_ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS

@@ -98,3 +98,20 @@ def test_nobody_listening_is_unreachable(tmp_path: Path) -> None:
     api = api_for(tmp_path, "http://127.0.0.1:1")
     with pytest.raises(KubeUnreachableError):
         api.create("ns", POD)
+
+
+def test_body_is_the_json_json_dumps_wrote() -> None:
+    """orjson writes the body; the JSON it stands for is what json.dumps wrote, and what
+    json.dumps refused (a date left unquoted in a YAML template) is still refused."""
+    import datetime
+
+    from kubequeue.dispatcher.podapi import _encode
+
+    pod = {
+        "metadata": {"name": "p", "annotations": {"note": "é\u2028\x00</", "n": "1"}},
+        "spec": {"containers": [{"resources": {"limits": {"cpu": 0.5, "x": 1e16, "y": 2**70}}}]},
+        "extra": [True, False, None, -0.0, 1e-7, {1: "int key"}],
+    }
+    assert json.loads(_encode(pod)) == json.loads(json.dumps(pod))
+    with pytest.raises(TypeError, match="date is not JSON serializable"):
+        _encode({"metadata": {"annotations": {"day": datetime.date(2026, 11, 25)}}})
