@@ -10,8 +10,10 @@ per task per phase.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from kubequeue import metrics
 from kubequeue.messages import EventType
@@ -36,12 +38,26 @@ def record(emitted: Iterable[Emitted]) -> None:
             histogram, from_queued = phase
             start = e.queued_at if from_queued else e.prev_at
             if start is not None:
-                histogram.labels(event.queue, event.pool).observe(max(event.at - start, 0.0))
+                _child(histogram, event.queue, event.pool).observe(max(event.at - start, 0.0))
         elif event.terminal:
-            metrics.TASKS_FINISHED.labels(event.queue, event.pool, event.type.value).inc()
+            _child(metrics.TASKS_FINISHED, event.queue, event.pool, event.type.value).inc()
             if event.type is EventType.FAILED:
                 reason = event.reason.value if event.reason else "Unknown"
-                metrics.TASK_FAILURES.labels(event.queue, event.pool, reason).inc()
+                _child(metrics.TASK_FAILURES, event.queue, event.pool, reason).inc()
+
+
+# (metric, label values) → that child. `.labels()` takes a lock and builds a key on every
+# call, once per published event; the children live as long as the process (nothing removes
+# these metrics' children), and the label values are bounded (queues, pools, reasons).
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: MetricWrapperBase, *labels: str) -> Any:
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 class InFlightGauge:
