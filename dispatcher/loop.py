@@ -5,7 +5,8 @@ Threads:
 - the claim loop (the caller's thread): claims up to `concurrency - held` jobs at a time
   with one atomic Lua call (kubequeue.queues.claim), rotating the queue order so no queue
   starves; when nothing is claimable it blocks on the queues' doorbell (rung by every
-  submit), so an idle replica neither polls nor adds latency;
+  submit), so an idle replica neither polls nor adds latency; a replica that took all it
+  could rings the doorbell of those queues for another (at most once per RING_GAP each);
 - `concurrency` workers: build and create pods (dispatcher/handle.py);
 - the recorder: writes the results of finished jobs (ack, FAILED events, slot releases,
   requeues) to Redis in one MULTI/EXEC per batch, not one round trip per job;
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 REDIS_ERRORS = (redis.RedisError,)
 REVOKED_KEEP = 24 * 3600.0  # seconds a revoked id is remembered
 RECORD_BATCH = 256
+# A saturated replica claims again every time a create ends, and each full claim used to ring
+# the doorbell: a Redis round trip per claim for bells that only an idle replica needs, and
+# one bell wakes it. A later bell within this many seconds is left out.
+RING_GAP = 0.05
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class Dispatcher:
         self._done: queue_mod.SimpleQueue[tuple[queues.Claimed, Result] | None]
         self._done = queue_mod.SimpleQueue()
         self._cool_until: dict[str, float] = {}
+        self._rang: dict[str, float] = {}  # queue -> time.monotonic() of our last ring
         self._claim_backoff = Backoff("claim loop", self._stop)
         self.last_tick = time.monotonic()
 
@@ -187,12 +193,18 @@ class Dispatcher:
 
     def _ring_others(self, names: set[str]) -> None:
         """We took all we could and may have left work behind: wake another idle replica."""
+        now = time.monotonic()
+        due = {name for name in names if now - self._rang.get(name, -RING_GAP) >= RING_GAP}
+        if not due:
+            return
         try:
             pipe = self.redis.pipeline(transaction=False)  # one round trip, not two per queue
-            queues.ring(pipe, self.keys, names)
+            queues.ring(pipe, self.keys, due)
             pipe.execute()
         except REDIS_ERRORS as e:
             self._claim_backoff.failed(e)
+            return
+        self._rang.update(dict.fromkeys(due, now))
 
     def _idle(self) -> None:
         try:
