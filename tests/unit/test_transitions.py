@@ -255,3 +255,13 @@ def test_parse_time_remembers_what_it_parsed_within_a_bound(
             tr.parse_time("yesterday") is None and tr.parse_time("1790000000.5") == 1_790_000_000.5
         )
         assert len(tr._TIMES) <= 3
+
+
+@pytest.mark.parametrize("stage", ["pending", "scheduled", "running", "succeeded", "failed"])
+def test_reading_a_pod_leaves_it_as_it_was(stage: str) -> None:
+    pod = make_pod(stage, reason="Evicted")
+    before = copy.deepcopy(pod)
+    for deleted in (False, True):
+        tr.steps(pod, deleted=deleted)
+    tr.pending_block(pod)
+    assert pod == before
