@@ -14,6 +14,10 @@ cncf-kubernetes provider), re-done on plain dicts in the API's JSON shape, so a 
   to false, 0, "" or [] (e.g. `automountServiceAccountToken: false` over a template's true).
 Then kubequeue's own parts are set last, so no override can break them: the deterministic
 name, the pool's namespace, and the labels/annotations the watcher and metrics rely on.
+
+The two bottom layers are the same for every pod of a pool and template file: they are
+merged once per (pool, template file version) by `base_layer`, and each pod merges its task
+layer and override over a copy of that.
 """
 
 from __future__ import annotations
@@ -189,7 +193,10 @@ def rfc3339(ts: float) -> str:
     if micros >= 1_000_000:
         whole, micros = whole + 1, micros - 1_000_000
     t = time.gmtime(int(whole))
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (*t[:6], micros)  # noqa: UP031
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micros:06d}Z"
+    )
 
 
 def pool_layer(pool: Pool) -> Obj:
