@@ -235,7 +235,10 @@ class Dispatcher:
     def _worker(self) -> None:
         """One of `concurrency` threads: jobs until the None each gets at the end."""
         while (item := self._jobs.get()) is not None:
-            self._work(*item)
+            try:
+                self._work(*item)
+            except Exception:  # keep the thread: its job's lease lapses and `reap` requeues it
+                log.exception("handing on the result of %s failed unexpectedly", item[0].job_id)
 
     def _work(self, job: queues.Claimed, dispatched_at: float) -> None:
         try:
