@@ -149,13 +149,8 @@ def task_id(pod: tr.Pod) -> str | None:
     return str(qid) if qid and meta.get("name") else None
 
 
-def identity(pod: tr.Pod) -> Tracked | None:
-    """A fresh `Tracked` from the pod's labels/annotations; None if it is not a task pod."""
-    qid = task_id(pod)
-    return None if qid is None else _fresh(qid, pod["metadata"])
-
-
-def _fresh(qid: str, meta: dict[str, Any]) -> Tracked:
+def identity(qid: str, meta: dict[str, Any]) -> Tracked:
+    """A fresh `Tracked` from a task pod's metadata (labels and annotations)."""
     labels = meta["labels"]
     ann = meta.get("annotations") or {}
     key: TaskKey | None = None
@@ -164,7 +159,7 @@ def _fresh(qid: str, meta: dict[str, Any]) -> Tracked:
             key = TaskKey.model_validate_json(ann[naming.ANN_KEY])
         except ValueError:
             log.warning("pod %s has an unreadable %s annotation", meta["name"], naming.ANN_KEY)
-    fresh = Tracked(
+    return Tracked(
         id=qid,
         queue=str(labels.get(naming.LABEL_QUEUE) or ""),
         pool=str(labels.get(naming.LABEL_POOL) or ""),
@@ -172,9 +167,8 @@ def _fresh(qid: str, meta: dict[str, Any]) -> Tracked:
         pod=str(meta["name"]),
         key=key.model_dump() if key else None,
         queued_at=tr.parse_time(ann.get(naming.ANN_QUEUED_AT)),
+        task_key=key,
     )
-    fresh.task_key = key
-    return fresh
 
 
 class Tracker:
@@ -210,12 +204,12 @@ class Tracker:
             return Batch()
         if qid in self.tombstones:
             going = deleted or bool(pod["metadata"].get("deletionTimestamp"))
-            return self._duplicate(_fresh(qid, pod["metadata"]), going)
+            return self._duplicate(identity(qid, pod["metadata"]), going)
         # Only a pod seen for the first time is read whole: the labels and annotations of a
         # known one do not change what the tracker already holds.
         t = self.tasks.get(qid)
         if t is None:
-            t = self.tasks[qid] = _fresh(qid, pod["metadata"])
+            t = self.tasks[qid] = identity(qid, pod["metadata"])
         t.node = str((pod.get("spec") or {}).get("nodeName") or t.node)
         batch = Batch()
         if t.terminal:
