@@ -160,10 +160,10 @@ class Elector:
             },
         }
         try:
-            self.api.create_namespaced_lease(
+            _finish(self.api.create_namespaced_lease(
                 self.namespace, body, _preload_content=False,
                 _request_timeout=kube.REQUEST_TIMEOUT,
-            )  # fmt: skip
+            ))  # fmt: skip
         except Exception as e:
             raise kube.api_error(e) from e
         self._observed, self._observed_at = (self.identity, stamp), self.clock()
@@ -181,12 +181,18 @@ class Elector:
             "spec": spec,
         }
         try:
-            self.api.replace_namespaced_lease(
+            _finish(self.api.replace_namespaced_lease(
                 self.name, self.namespace, body, _preload_content=False,
                 _request_timeout=kube.REQUEST_TIMEOUT,
-            )  # fmt: skip
+            ))  # fmt: skip
         except Exception as e:
             raise kube.api_error(e) from e
+
+
+def _finish(response: Any) -> None:
+    """Read an answer we do not use to its end: urllib3 gives a connection back to the pool
+    only then (left unread, it was dropped, and every renewal opened a new connection)."""
+    response.drain_conn()
 
 
 def _spec(lease: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,9 @@ class Raw:
     def __init__(self, obj: dict[str, Any]) -> None:
         self.data = json.dumps(obj).encode()
 
+    def drain_conn(self) -> None:
+        pass
+
 
 def api_exception(status: int, reason: str) -> ApiException:
     e = ApiException(status=status, reason=reason)
