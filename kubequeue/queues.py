@@ -16,7 +16,6 @@ should an `rq` process run it, requeues instead of failing them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import zlib
 from collections import defaultdict
@@ -153,12 +152,13 @@ def spec_json(payload: bytes | None) -> str:
     """The TaskSpec JSON inside an RQ job's `data` field; SpecError if it is not one of ours."""
     if not payload:
         raise SpecError("RQ job has no data")
-    # Compressed, as RQ writes it and earlier kubequeue versions did, or plain JSON.
-    with contextlib.suppress(zlib.error):
-        payload = zlib.decompress(payload)
     try:
-        func, _instance, args, _kwargs = json.loads(payload)
-    except (ValueError, TypeError) as e:
+        # zlib-compressed, as RQ writes it and earlier kubequeue versions did (a zlib stream
+        # starts with 0x78, a JSON call with "["), or plain JSON.
+        if payload[:1] == b"x":
+            payload = zlib.decompress(payload)
+        func, _instance, args, _kwargs = orjson.loads(payload)
+    except (zlib.error, ValueError, TypeError) as e:
         why = truncate(str(e), 200)
         raise SpecError(f"RQ job data is not a JSON-serialized call: {why}") from e
     if func != JOB_FUNC or not isinstance(args, list) or len(args) != 1:

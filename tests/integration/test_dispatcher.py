@@ -195,8 +195,8 @@ def test_bad_input_each_ends_with_the_message_the_user_sees(harness: Harness) ->
     messages = {qid: (e.reason, e.message) for qid, e in got.items()}
     assert messages["junk"] == (
         Reason.MALFORMED_SPEC,
-        "RQ job data is not a JSON-serialized call: Error -3 while decompressing data: "
-        "incorrect header check",
+        "RQ job data is not a JSON-serialized call: invalid literal, expected 'null': line 1 "
+        "column 1 (char 0)",
     )
     assert messages["notjson"][0] is Reason.MALFORMED_SPEC
     assert messages["notjson"][1].startswith("TaskSpec is not valid JSON: ")
