@@ -47,7 +47,9 @@ def publish(
     events = list(events)
     for event in events:
         p.xadd(keys.events(), {FIELD: event.to_json()}, maxlen=maxlen, approximate=True)
-    tasks.put(p, keys, (TaskRecord.from_event(e) for e in events if e.id))
+    # One record per task: the hash keeps only the last one written anyway.
+    latest = {e.id: e for e in events if e.id}
+    tasks.put(p, keys, [TaskRecord.from_event(e) for e in latest.values()])
     if own and events:
         p.execute()
 
