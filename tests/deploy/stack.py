@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from kubequeue.sim import FaultConfig, SimConfig
 from kubequeue.sim import start as start_sim
 from kubequeue.sim.cluster import NodePool
 from tests.deploy.promql import rule_groups
-from tests.fixtures.waiting import http_get
+from tests.fixtures.waiting import http_get, wait_for
 
 # Three queues: one that works, one whose image cannot be pulled, one whose node selector
 # matches no node. startupTimeout is short so the failing ones fail fast.
@@ -64,16 +64,6 @@ POOLS = {
 }
 JOBS = {"dispatcher": "kubequeue-dispatcher", "watcher": "kubequeue-watcher"}
 
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass
@@ -196,7 +186,7 @@ def start_components(stack: Stack, kubeconfig: Path, dispatchers: int = 2) -> No
     )
     stack.components["watcher1"] = f"http://127.0.0.1:{port}"
     for name, url in stack.components.items():
-        wait_for(functools.partial(_ready, url), 60, f"{name} ready\n{stack.logs()}")
+        wait_for(f"{name} ready\n{stack.logs()}", functools.partial(_ready, url), 60)
 
 
 def start_prometheus(stack: Stack) -> None:
@@ -218,7 +208,7 @@ def start_prometheus(stack: Stack) -> None:
             "--log.level=warn",
         ],
     )
-    wait_for(lambda: http_get(f"{stack.prometheus_url}/-/ready")[0] == 200, 60, "prometheus ready")
+    wait_for("prometheus ready", lambda: http_get(f"{stack.prometheus_url}/-/ready")[0] == 200, 60)
 
 
 def spec(queue: str, i: int, exit_code: int = 0, duration: str = "300ms") -> TaskSpec:
@@ -270,7 +260,7 @@ def run_workload(
         return ids <= done
 
     what = f"terminal events for {len(ids)} tasks"
-    wait_for(all_done, timeout, f"{what} ({len(done)} so far)\n{stack.logs()}")
+    wait_for(f"{what} ({len(done)} so far)\n{stack.logs()}", all_done, timeout)
     return len(ids)
 
 

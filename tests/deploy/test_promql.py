@@ -71,7 +71,7 @@ def _until_all_return_series(stack: Stack, exprs: list[tuple[str, str]]) -> None
         return not left
 
     try:
-        wait_for(done, 30, "series")
+        wait_for("series", done, 30)
     except AssertionError:
         raise AssertionError("no series for:\n" + "\n".join(left)) from None
 
@@ -143,16 +143,8 @@ def test_alerts_fire_when_the_components_stop(stack: Stack) -> None:
     for round_ in range(1, 4):  # the queue grows, scrape after scrape, with no dispatcher
         submit(stack, {"default": 5})
         depth = f'max(kubequeue_queue_depth{{queue="default"}}) >= {5 * round_}'
-        wait_for(functools.partial(stack.series, depth), 30, depth)
-    wait_for(
-        lambda: stack.series(by_name["KubequeueQueueGrowingWithoutDispatcher"]),
-        30,
-        "KubequeueQueueGrowingWithoutDispatcher to fire",
-    )
+        wait_for(depth, functools.partial(stack.series, depth), 30)
+    wait_for("KubequeueQueueGrowingWithoutDispatcher to fire", lambda: stack.series(by_name["KubequeueQueueGrowingWithoutDispatcher"]), 30)
     procs["watcher1"].terminate()
     procs["watcher1"].wait(30)
-    wait_for(
-        lambda: stack.series(by_name["KubequeueWatcherNoLeader"]),
-        30,
-        "KubequeueWatcherNoLeader to fire",
-    )
+    wait_for("KubequeueWatcherNoLeader to fire", lambda: stack.series(by_name["KubequeueWatcherNoLeader"]), 30)

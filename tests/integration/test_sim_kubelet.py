@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,22 +16,12 @@ from kubernetes.client.rest import ApiException
 
 from kubequeue.sim import Sim, SimConfig
 from kubequeue.sim.cluster import parse_pool
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
 NS = "default"
 Make = Callable[..., tuple[Sim, client.CoreV1Api]]
-
-
-def wait_for(check: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -157,7 +146,7 @@ def _state(state: client.V1ContainerState) -> str:
 def test_exit_code_annotation_fails_the_pod(make: Make) -> None:
     _, api = make("default=1:profile=fast")
     api.create_namespaced_pod(NS, pod("t2", annotations={"kubequeue.io/sim-exit-code": "4"}))
-    failed = wait_for(phase(api, "t2", "Failed", "Succeeded"), what="t2 to end")
+    failed = wait_for("t2 to end", phase(api, "t2", "Failed", "Succeeded"), 15.0)
     term = failed.status.container_statuses[0].state.terminated
     assert (failed.status.phase, term.exit_code, term.reason) == ("Failed", 4, "Error")
 
@@ -177,8 +166,8 @@ def test_image_pull_failure_backs_off(make: Make) -> None:
 
         return check
 
-    wait_for(waiting("ErrImagePull"), what="ErrImagePull")
-    wait_for(waiting("ImagePullBackOff"), what="ImagePullBackOff")
+    wait_for("ErrImagePull", waiting("ErrImagePull"), 15.0)
+    wait_for("ImagePullBackOff", waiting("ImagePullBackOff"), 15.0)
     found = api.read_namespaced_pod("bad", NS)
     assert found.status.phase == "Pending"
     assert found.status.container_statuses[0].state.waiting.message == (
@@ -194,7 +183,7 @@ def test_chaos_label_oom_kills(make: Make) -> None:
     labels = {"kubequeue.io/sim-chaos": "oom"}
     annotations = {"kubequeue.io/sim-chaos-delay": "100ms", "kubequeue.io/sim-duration": "1h"}
     api.create_namespaced_pod(NS, pod("oom", labels=labels, annotations=annotations))
-    failed = wait_for(phase(api, "oom", "Failed"), what="OOMKilled")
+    failed = wait_for("OOMKilled", phase(api, "oom", "Failed"), 15.0)
     term = failed.status.container_statuses[0].state.terminated
     assert (term.exit_code, term.reason) == (137, "OOMKilled")
 
@@ -202,7 +191,7 @@ def test_chaos_label_oom_kills(make: Make) -> None:
 def test_deleting_a_running_timed_pod_fails_it_then_removes_it(make: Make) -> None:
     _, api = make("default=1:profile=fast")
     api.create_namespaced_pod(NS, pod("long", annotations={"kubequeue.io/sim-duration": "1h"}))
-    running = wait_for(phase(api, "long", "Running"), what="Running")
+    running = wait_for("Running", phase(api, "long", "Running"), 15.0)
     stream = watch.Watch()
     rv = running.metadata.resource_version
     api.delete_namespaced_pod("long", NS)
@@ -224,7 +213,7 @@ def test_process_exit_code_and_log(make: Make) -> None:
     _, api = make("proc=1:kubelet=process:profile=fast")
     command = ["python", "-c", "print('hi'); raise SystemExit(3)"]
     api.create_namespaced_pod(NS, pod("p3", command=command))
-    failed = wait_for(phase(api, "p3", "Failed", "Succeeded"), what="p3 to end")
+    failed = wait_for("p3 to end", phase(api, "p3", "Failed", "Succeeded"), 15.0)
     term = failed.status.container_statuses[0].state.terminated
     assert (failed.status.phase, term.exit_code, term.reason) == ("Failed", 3, "Error")
     assert log_of(api, "p3") == "hi\n"
@@ -245,7 +234,7 @@ def test_process_env_expansion_and_references(make: Make) -> None:
     }
     command = ["python", "-c", script + "; import sys; print(*sys.argv[1:])"]
     api.create_namespaced_pod(NS, pod("env", command=command, container=container))
-    done = wait_for(phase(api, "env", "Succeeded", "Failed"), what="env to end")
+    done = wait_for("env to end", phase(api, "env", "Succeeded", "Failed"), 15.0)
     assert done.status.phase == "Succeeded"
     assert log_of(api, "env") == "hello-world env red\nhello-world $(GREETING)\n"
 
@@ -260,7 +249,7 @@ def test_process_pod_with_two_containers(make: Make) -> None:
     }
     body["spec"]["containers"].append(slow)
     api.create_namespaced_pod(NS, body)
-    done = wait_for(phase(api, "pair", "Succeeded", "Failed"), what="pair to end")
+    done = wait_for("pair to end", phase(api, "pair", "Succeeded", "Failed"), 15.0)
     states = {cs.name: cs.state.terminated for cs in done.status.container_statuses}
     assert {name: (t.exit_code, t.reason) for name, t in states.items()} == {
         "base": (0, "Completed"),
@@ -283,7 +272,7 @@ def test_process_that_cannot_start_fails(
 ) -> None:
     _, api = make("proc=1:kubelet=process:profile=fast")
     api.create_namespaced_pod(NS, pod("nocmd", command=command))
-    failed = wait_for(phase(api, "nocmd", "Failed"), what="StartError")
+    failed = wait_for("StartError", phase(api, "nocmd", "Failed"), 15.0)
     term = failed.status.container_statuses[0].state.terminated
     assert (term.exit_code, term.reason) == (128, "StartError")
     assert message in term.message
@@ -322,12 +311,12 @@ def test_delete_sends_sigterm_then_sigkill(make: Make, tmp_path: Path, behaviour
     out = tmp_path / "trace"
     command = [sys.executable, "-c", _TRAP, str(out), behaviour]
     api.create_namespaced_pod(NS, pod("trap", command=command))
-    wait_for(lambda: out.exists() and "pid" in out.read_text(), what="the process to start")
+    wait_for("the process to start", lambda: out.exists() and "pid" in out.read_text(), 15.0)
     pid = _pid(out)
     api.delete_namespaced_pod("trap", NS, grace_period_seconds=1)
-    wait_for(gone(api, "trap"), what="the pod to be removed")
+    wait_for("the pod to be removed", gone(api, "trap"), 15.0)
     assert "SIGTERM" in out.read_text()
-    wait_for(lambda: not _alive(pid), timeout=5, what="the process to end")
+    wait_for("the process to end", lambda: not _alive(pid), 5)
     assert ("Killing", "Stopping container base") in events_of(api, "trap")
 
 
@@ -337,10 +326,10 @@ def test_stopping_the_simulator_kills_its_processes(make: Make, tmp_path: Path) 
     api.create_namespaced_pod(
         NS, pod("stay", command=[sys.executable, "-c", _TRAP, str(out), "ignore"])
     )
-    wait_for(lambda: out.exists() and "pid" in out.read_text(), what="the process to start")
+    wait_for("the process to start", lambda: out.exists() and "pid" in out.read_text(), 15.0)
     pid = _pid(out)
     instance.stop()
-    wait_for(lambda: not _alive(pid), timeout=5, what="the process to be killed")
+    wait_for("the process to be killed", lambda: not _alive(pid), 5)
 
 
 def test_many_processes_run_at_once(make: Make, tmp_path: Path) -> None:
@@ -358,6 +347,6 @@ def test_many_processes_run_at_once(make: Make, tmp_path: Path) -> None:
             NS, pod(f"c{i}", command=["python", "-c", script, str(tmp_path), str(i)])
         )
     for i in range(n):
-        done = wait_for(phase(api, f"c{i}", "Succeeded", "Failed"), timeout=60, what=f"c{i}")
+        done = wait_for(f"c{i}", phase(api, f"c{i}", "Succeeded", "Failed"), 60)
         assert done.status.phase == "Succeeded"
         assert log_of(api, f"c{i}") == "all\n"

@@ -27,6 +27,7 @@ from kubequeue.sim.cluster import NodePool
 from kubequeue.watcher.service import Service
 from kubequeue.watcher.term import Timing
 from kubequeue.watcher.tracker import PoolPolicy
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 E = EventType
@@ -39,17 +40,6 @@ PHASE_HISTOGRAMS = (
     metrics.SCHEDULED_TO_STARTED,
     metrics.STARTUP,
 )
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def stamp(ts: float) -> str:
@@ -138,7 +128,7 @@ class Harness:
         )
         self.thread = threading.Thread(target=self.service.run, args=(self.stop_event,))
         self.thread.start()
-        wait_for(lambda: self.service and self.service.term, 15, "leadership")
+        wait_for("leadership", lambda: self.service and self.service.term, 15)
         return self.service
 
     def stop(self) -> None:
@@ -170,7 +160,7 @@ class Harness:
             got = self.events()
             return got if all(any(e.terminal for e in got.get(i, [])) for i in ids) else None
 
-        result: dict[str, list[TaskEvent]] = wait_for(done, timeout, f"{len(ids)} terminals")
+        result: dict[str, list[TaskEvent]] = wait_for(f"{len(ids)} terminals", done, timeout)
         return result
 
     def pods(self) -> list[str]:
@@ -220,8 +210,8 @@ def test_every_transition_is_published_once_with_reasons(harness: Harness) -> No
     assert events[evicted][-1].reason is Reason.EVICTED
     assert "low on resource" in events[evicted][-1].message
     # Slots released; succeeded pods deleted, failed ones kept and labelled done.
-    wait_for(lambda: inflight.count(harness.redis, harness.keys, "default") == 0, 10, "release")
-    kept = wait_for(lambda: len(harness.pods()) == 3 and harness.pods(), 20, "cleanup")
+    wait_for("release", lambda: inflight.count(harness.redis, harness.keys, "default") == 0, 10)
+    kept = wait_for("cleanup", lambda: len(harness.pods()) == 3 and harness.pods(), 20)
     done = harness.core.list_namespaced_pod(NS, label_selector="kubequeue.io/done=true").items
     assert sorted(p.metadata.name for p in done) == sorted(kept)
     # The published hash keeps only tombstones of finished tasks, no live entries.
@@ -232,9 +222,9 @@ def test_a_pod_deleted_while_running_fails_as_deleted(harness: Harness) -> None:
     harness.start()
     pod = task_pod(duration="60s")
     qid = harness.create(pod)
-    wait_for(lambda: any(e.type is E.RUNNING for e in harness.events().get(qid, [])), 20)
+    wait_for("RUNNING", lambda: any(e.type is E.RUNNING for e in harness.events().get(qid, [])), 20)
     harness.core.delete_namespaced_pod(pod["metadata"]["name"], NS)
-    end = wait_for(lambda: harness.terminal(qid), 20, "terminal")
+    end = wait_for("terminal", lambda: harness.terminal(qid), 20)
     assert end.reason is Reason.DELETED and "was deleted before the task finished" in end.message
 
 
@@ -246,10 +236,10 @@ def test_a_pod_on_a_node_that_dies_fails_as_node_lost(harness: Harness) -> None:
     pod["spec"]["tolerations"] = [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
                                    "effect": "NoExecute", "tolerationSeconds": 0}]  # fmt: skip
     qid = harness.create(pod)
-    running = wait_for(lambda: next((e for e in harness.events().get(qid, [])
-                                     if e.type is E.RUNNING), None), 20, "running")  # fmt: skip
+    running = wait_for("running", lambda: next((e for e in harness.events().get(qid, [])
+                                     if e.type is E.RUNNING), None), 20)  # fmt: skip
     harness.sim.set_node_ready(running.node, False)
-    end = wait_for(lambda: harness.terminal(qid), 20, "terminal")
+    end = wait_for("terminal", lambda: harness.terminal(qid), 20)
     assert end.reason is Reason.NODE_LOST and f"node {running.node}" in end.message
 
 
@@ -268,10 +258,10 @@ def test_fail_fast_ends_stuck_pods_and_deletes_them(
     harness.start()
     body = pod()
     qid = harness.create(body)
-    end = wait_for(lambda: harness.terminal(qid), 30, "fail fast")
+    end = wait_for("fail fast", lambda: harness.terminal(qid), 30)
     assert end.reason is reason
     assert "startupTimeout 2s" in end.message and says in end.message, end.message
-    wait_for(lambda: body["metadata"]["name"] not in harness.pods(), 20, "pod deleted")
+    wait_for("pod deleted", lambda: body["metadata"]["name"] not in harness.pods(), 20)
     assert_exactly_once(harness.events(), [qid])
 
 
@@ -279,11 +269,11 @@ def test_revoked_pods_are_deleted_and_fail_as_revoked(harness: Harness) -> None:
     harness.start()
     pod = task_pod(duration="60s")
     qid = harness.create(pod)
-    wait_for(lambda: any(e.type is E.RUNNING for e in harness.events().get(qid, [])), 20)
+    wait_for("RUNNING", lambda: any(e.type is E.RUNNING for e in harness.events().get(qid, [])), 20)
     harness.redis.zadd(harness.keys.revoked(), {qid: time.time()})
-    end = wait_for(lambda: harness.terminal(qid), 20, "revoked")
+    end = wait_for("revoked", lambda: harness.terminal(qid), 20)
     assert end.reason is Reason.REVOKED
-    wait_for(lambda: pod["metadata"]["name"] not in harness.pods(), 20, "pod deleted")
+    wait_for("pod deleted", lambda: pod["metadata"]["name"] not in harness.pods(), 20)
     time.sleep(0.5)  # let the pod's DELETED event arrive: it must not add a second terminal
     assert_exactly_once(harness.events(), [qid])
 
@@ -292,12 +282,12 @@ def test_restart_and_410_mid_run_miss_nothing_and_double_nothing(harness: Harnes
     gone_before = _sample("kubequeue_watch_restarts_total", {"reason": "gone"})
     harness.start()
     first = [harness.create(task_pod(duration=f"{200 + 50 * i}ms")) for i in range(15)]
-    wait_for(lambda: len(harness.events()) >= 10, 20, "first events")
+    wait_for("first events", lambda: len(harness.events()) >= 10, 20)
     second = [harness.create(task_pod(duration="300ms")) for _ in range(10)]
     doomed = task_pod(duration="60s")
     harness.create(doomed)
     force_410(harness, gone_before)
-    wait_for(lambda: harness.events().get(qid_of(doomed)), 20, "the doomed pod seen")
+    wait_for("the doomed pod seen", lambda: harness.events().get(qid_of(doomed)), 20)
     # Stop the watcher mid-run; while it is down pods progress, finish, and one it knew of
     # vanishes (a pod created and deleted entirely while no watcher runs is never seen).
     harness.stop()
@@ -318,13 +308,16 @@ def force_410(harness: Harness, gone_before: float) -> None:
     """A 410 mid-run: a change the pod watch does not carry moves the cluster's RV past the
     watch's, the history is compacted and the watches are cut; the resumed watch gets 410
     Gone and the watcher relists. Repeated in the rare case a bookmark came in between."""
+
+    def relisted() -> bool:
+        return _sample("kubequeue_watch_restarts_total", {"reason": "gone"}) > gone_before
+
     for attempt in range(10):
         harness.core.create_namespaced_config_map(NS, {"metadata": {"name": f"bump-{attempt}"}})
         harness.sim.compact()
         harness.sim.drop_watches()
         try:
-            wait_for(lambda: _sample("kubequeue_watch_restarts_total", {"reason": "gone"})
-                     > gone_before, 2, "a 410 relist")  # fmt: skip
+            wait_for("a 410 relist", relisted, 2)
             return
         except AssertionError:
             continue
@@ -404,7 +397,7 @@ def test_two_services_in_one_process_never_publish_twice(fast_sim: Sim, redis_ur
         assert b.service.term is None
         assert_exactly_once(events, ids)
         a.stop()  # releases the lease: b takes over at once
-        wait_for(lambda: b.service and b.service.term, 10, "takeover")
+        wait_for("takeover", lambda: b.service and b.service.term, 10)
         more = [b.create(task_pod()) for _ in range(5)]
         events = b.wait_terminal([*ids, *more])
         assert_exactly_once(events, [*ids, *more])
@@ -442,7 +435,7 @@ def test_one_watch_per_context_and_namespace(
     thread = threading.Thread(target=service.run, args=(stop,))
     thread.start()
     try:
-        wait_for(lambda: service.term, 15, "leadership")
+        wait_for("leadership", lambda: service.term, 15)
         assert service.term is not None
         assert sorted(loop.name for loop in service.term.loops) == [
             "east/batch", "east/default", "west/default"]  # fmt: skip
@@ -455,7 +448,7 @@ def test_one_watch_per_context_and_namespace(
             got = h.events()
             return got if sum(e.terminal for evs in got.values() for e in evs) == 3 else None
 
-        events = wait_for(three_finished, 30, "3 tasks")
+        events = wait_for("3 tasks", three_finished, 30)
         assert sorted((evs[-1].pool, evs[-1].namespace) for evs in events.values()) == [
             ("a", NS), ("b", NS), ("c", "batch")]  # fmt: skip
         assert_exactly_once(events, list(events))
