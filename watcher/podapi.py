@@ -41,11 +41,13 @@ class PodApi:
         self._timeout = urllib3.Timeout(connect=connect, read=read)
 
     def delete(self, namespace: str, name: str) -> None:
-        """DELETE the pod; raises a KubeApiError subclass on any failure (404 included)."""
+        """DELETE the pod, the request `CoreV1Api.delete_namespaced_pod` sends; raises a
+        KubeApiError subclass on any failure (404 included)."""
         self._call("DELETE", namespace, name, _DELETE, None)
 
     def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        """Strategic-merge PATCH of the pod; raises a KubeApiError subclass on any failure."""
+        """Strategic-merge PATCH of the pod, the request `CoreV1Api.patch_namespaced_pod`
+        sends; raises a KubeApiError subclass on any failure."""
         self._call("PATCH", namespace, name, _PATCH, json.dumps(patch).encode())
 
     def _call(

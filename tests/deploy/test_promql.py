@@ -24,7 +24,8 @@ from click.testing import CliRunner
 
 from kubequeue.bench import report
 from tests.deploy.promql import dashboard_queries, rules, selectors, substitute
-from tests.deploy.stack import Stack, http_get, run_workload, running_stack, submit, wait_for
+from tests.deploy.stack import Stack, http_get, run_workload, running_stack, submit
+from tests.fixtures.waiting import wait_for
 
 pytestmark = [
     pytest.mark.integration,

@@ -16,13 +16,13 @@ import pytest
 from kubequeue import embedded_redis
 from kubequeue.sim import Sim
 from kubequeue.watcher.tracker import PoolPolicy
+from tests.fixtures.waiting import wait_for
 from tests.integration.test_watcher import (
     NS,
     Harness,
     assert_exactly_once,
     fast_sim,
     task_pod,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ def test_one_leader_and_takeover_after_the_leader_is_killed(
     def roles() -> list[bool | None]:
         return [r.leader() for r in replicas]
 
-    wait_for(lambda: sorted(roles(), key=str) == [False, True], 30, "one leader, one follower")
+    wait_for("one leader, one follower", lambda: sorted(roles(), key=str) == [False, True], 30)
     leader = next(r for r in replicas if r.leader())
     follower = next(r for r in replicas if r is not leader)
     first = [h.create(task_pod()) for _ in range(10)]
@@ -92,7 +92,7 @@ def test_one_leader_and_takeover_after_the_leader_is_killed(
     os.kill(leader.proc.pid, signal.SIGKILL)  # no lease release: the follower waits it out
     leader.proc.wait(10)
     second = [h.create(task_pod()) for _ in range(10)]
-    wait_for(lambda: follower.leader(), 30, "takeover")
+    wait_for("takeover", lambda: follower.leader(), 30)
     events = h.wait_terminal([*first, *second])
     assert_exactly_once(events, [*first, *second])
 
