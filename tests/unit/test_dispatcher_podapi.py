@@ -3,67 +3,26 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from kubequeue import kube
 from kubequeue.dispatcher.podapi import PodApi
 from kubequeue.errors import KubeInvalidError, KubeRetryableError, KubeUnreachableError
+from tests.fixtures.recording_api import Recorder, client_for, recording_server
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}}
 
 
-class Recorder(BaseHTTPRequestHandler):
-    seen: list[dict[str, Any]] = []
-    answer: tuple[int, dict[str, str], bytes] = (201, {}, b"{}")
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        body = self.rfile.read(length)
-        Recorder.seen.append(
-            {
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": body,
-            }
-        )
-        status, headers, payload = Recorder.answer
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    Recorder.seen = []
-    Recorder.answer = (201, {}, b"{}")
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
+    with recording_server((201, {}, b"{}")) as port:
+        yield port
 
 
 def api_for(tmp_path: Path, server_url: str) -> PodApi:
-    kc = tmp_path / "kubeconfig"
-    kc.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: a\n"
-        f"clusters: [{{name: a, cluster: {{server: '{server_url}'}}}}]\n"
-        "contexts: [{name: a, context: {cluster: a, user: a}}]\n"
-        "users: [{name: a, user: {token: s3cret}}]\n"
-    )
-    return PodApi(kube.api_client(str(kc), "a"))
+    return PodApi(client_for(tmp_path, server_url))
 
 
 def test_post_carries_auth_path_prefix_and_json(tmp_path: Path, server: int) -> None:

@@ -4,72 +4,24 @@ connection reused."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 
-from kubequeue import kube
 from kubequeue.errors import KubeNotFoundError, KubeRetryableError, KubeUnreachableError
 from kubequeue.watcher.podapi import PodApi
+from tests.fixtures.recording_api import Recorder, client_for, recording_server
 
 PATCH = {"metadata": {"labels": {"kubequeue.io/done": "true"}}}
 
 
-class Recorder(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as an API server
-    seen: list[dict[str, Any]] = []
-    answer: tuple[int, dict[str, str], bytes] = (200, {}, b'{"kind":"Pod"}')
-
-    def _record(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        Recorder.seen.append(
-            {
-                "method": self.command,
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": self.rfile.read(length) if length else b"",
-                "client": self.client_address,
-            }
-        )
-        status, headers, payload = Recorder.answer
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_DELETE = do_PATCH = _record
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    Recorder.seen = []
-    Recorder.answer = (200, {}, b'{"kind":"Pod"}')
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def client_for(tmp_path: Path, server_url: str) -> kubernetes.client.ApiClient:
-    kc = tmp_path / "kubeconfig"
-    kc.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: a\n"
-        f"clusters: [{{name: a, cluster: {{server: '{server_url}'}}}}]\n"
-        "contexts: [{name: a, context: {cluster: a, user: a}}]\n"
-        "users: [{name: a, user: {token: s3cret}}]\n"
-    )
-    return kube.api_client(str(kc), "a")
+    with recording_server((200, {}, b'{"kind":"Pod"}')) as port:
+        yield port
 
 
 def wire(request: dict[str, Any]) -> tuple[Any, ...]:
